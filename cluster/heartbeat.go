@@ -1,0 +1,73 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+)
+
+// Subjects used by the cluster layer. Every subject baton uses starts with
+// "baton.", so `nats sub 'baton.>'` shows all of its traffic.
+const (
+	// HeartbeatSubjectPrefix + node name carries that node's heartbeats.
+	HeartbeatSubjectPrefix = "baton.heartbeat."
+	// HeartbeatWildcard matches every node's heartbeats.
+	HeartbeatWildcard = HeartbeatSubjectPrefix + "*"
+)
+
+// heartbeatMsg is the JSON payload of a heartbeat. It is small and
+// readable in `nats sub`; it is sent a few times a second per node, not
+// per hop, so JSON's cost does not matter.
+type heartbeatMsg struct {
+	Node   string `json:"node"`
+	Boot   string `json:"boot"` // hex; a JSON number would lose precision in other tools
+	Seq    uint64 `json:"seq"`
+	State  string `json:"state"` // "alive" or "left"
+	Batons bool   `json:"batons"`
+	Hops   uint64 `json:"hops"`
+}
+
+func encodeHeartbeat(hb Heartbeat, seq uint64) []byte {
+	state := "alive"
+	if hb.Leaving {
+		state = "left"
+	}
+	b, _ := json.Marshal(heartbeatMsg{
+		Node:   hb.Node,
+		Boot:   strconv.FormatUint(hb.Boot, 16),
+		Seq:    seq,
+		State:  state,
+		Batons: hb.Injected,
+		Hops:   hb.Hops,
+	})
+	return b
+}
+
+// decodeHeartbeat parses a heartbeat received on subject. The node name
+// in the payload must match the subject, so a message cannot speak for
+// another node by accident.
+func decodeHeartbeat(subject string, data []byte) (Heartbeat, error) {
+	var m heartbeatMsg
+	if err := json.Unmarshal(data, &m); err != nil {
+		return Heartbeat{}, fmt.Errorf("heartbeat: %w", err)
+	}
+	if subject != HeartbeatSubjectPrefix+m.Node {
+		return Heartbeat{}, fmt.Errorf("heartbeat for %q arrived on %q", m.Node, subject)
+	}
+	if err := ValidateName(m.Node); err != nil {
+		return Heartbeat{}, fmt.Errorf("heartbeat: %w", err)
+	}
+	boot, err := strconv.ParseUint(m.Boot, 16, 64)
+	if err != nil {
+		return Heartbeat{}, fmt.Errorf("heartbeat boot id %q: %w", m.Boot, err)
+	}
+	var leaving bool
+	switch m.State {
+	case "alive":
+	case "left":
+		leaving = true
+	default:
+		return Heartbeat{}, fmt.Errorf("heartbeat state %q", m.State)
+	}
+	return Heartbeat{Node: m.Node, Boot: boot, Leaving: leaving, Injected: m.Batons, Hops: m.Hops}, nil
+}

@@ -1,0 +1,415 @@
+package cluster
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Config describes one cluster node: its embedded NATS server, its
+// discovery and its membership.
+type Config struct {
+	Name    string
+	Cluster string
+	Secret  string
+
+	ClientHost    string
+	ClientPort    int
+	RouteHost     string
+	RoutePort     int
+	AdvertiseHost string // empty: the discovery interface's IPv4 address
+
+	Group            net.IP
+	DiscoveryPort    int
+	Interface        *net.Interface
+	TTL              int
+	Seeds            []*net.UDPAddr
+	AnnounceInterval time.Duration
+
+	HeartbeatInterval time.Duration
+	Membership        MembershipConfig
+	Routes            RoutePlanConfig
+	RoutePing         time.Duration
+
+	// Status is called before every heartbeat for what the node reports
+	// about its relay. Nil reports nothing.
+	Status func() (hops uint64, batons bool)
+
+	Logger     *slog.Logger
+	LogNotices bool // NATS notices at info level
+}
+
+// View is an immutable snapshot of the membership, published on every
+// change. Readers on the hot path load it with one atomic read.
+type View struct {
+	Self    string
+	Members []Member // every known member, self included, sorted by name
+	Alive   []string // alive members, self included, sorted
+	Peers   []string // alive members other than self, sorted
+	Batons  bool     // some alive member reports batons in flight
+	Epoch   uint64   // increases whenever Alive changes
+}
+
+// Node is one running cluster member.
+//
+// StartNode starts the embedded server, discovery and two goroutines: the
+// route manager (the only caller of Server.SetRoutes) and the membership
+// loop (which sends heartbeats, receives them and owns the membership
+// table). Leave says goodbye; Close stops everything and waits.
+type Node struct {
+	cfg  Config
+	log  *slog.Logger
+	boot uint64
+
+	srv  *Server
+	disc *Discovery
+	nc   *nats.Conn
+	sub  *nats.Subscription
+
+	hbCh    chan Heartbeat
+	hbNow   chan struct{} // asks the membership loop for an early heartbeat
+	hbSeq   atomic.Uint64
+	hbBad   atomic.Uint64
+	view    atomic.Pointer[View]
+	changes chan struct{}
+	leaving atomic.Bool
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+// RouteUser is the user name routes authenticate with.
+const RouteUser = "baton-route"
+
+// StartNode brings the node up. On error everything started is stopped.
+func StartNode(cfg Config) (n *Node, err error) {
+	codec, err := NewCodec(cfg.Secret, cfg.Cluster, nil)
+	if err != nil {
+		return nil, err
+	}
+	advertise := cfg.AdvertiseHost
+	if advertise == "" {
+		ip, err := InterfaceIPv4(cfg.Interface)
+		if err != nil {
+			return nil, fmt.Errorf("advertise address: %w", err)
+		}
+		advertise = ip.String()
+	}
+
+	n = &Node{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		boot:    randomBoot(),
+		hbCh:    make(chan Heartbeat, 256),
+		hbNow:   make(chan struct{}, 1),
+		changes: make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+	}
+	defer func() {
+		if err != nil {
+			n.closeParts()
+		}
+	}()
+
+	n.srv, err = StartServer(ServerConfig{
+		Name:          cfg.Name,
+		Cluster:       cfg.Cluster,
+		ClientHost:    cfg.ClientHost,
+		ClientPort:    cfg.ClientPort,
+		RouteHost:     cfg.RouteHost,
+		RoutePort:     cfg.RoutePort,
+		AdvertiseHost: advertise,
+		RouteUser:     RouteUser,
+		RoutePassword: DerivePassword(cfg.Secret, cfg.Cluster, "route"),
+		PingInterval:  cfg.RoutePing,
+		MaxPingsOut:   2,
+		Logger:        cfg.Logger,
+		LogNotices:    cfg.LogNotices,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	n.nc, err = n.srv.Connect(cfg.Name + "-control")
+	if err != nil {
+		return nil, err
+	}
+	n.sub, err = n.nc.Subscribe(HeartbeatWildcard, n.onHeartbeat)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", HeartbeatWildcard, err)
+	}
+
+	n.disc, err = OpenDiscovery(DiscoveryConfig{
+		Group:     cfg.Group,
+		Port:      cfg.DiscoveryPort,
+		Interface: cfg.Interface,
+		TTL:       cfg.TTL,
+		Seeds:     cfg.Seeds,
+		Interval:  cfg.AnnounceInterval,
+		Codec:     codec,
+		Node:      cfg.Name,
+		Boot:      n.boot,
+		RouteURL:  n.srv.RouteURL(),
+		Logger:    cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	n.publishView(NewMembership(cfg.Name, cfg.Membership), 0)
+	n.wg.Add(2)
+	go n.routeLoop()
+	go n.memberLoop()
+	return n, nil
+}
+
+func randomBoot() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		if v := binary.BigEndian.Uint64(b[:]); v != 0 {
+			return v
+		}
+	}
+}
+
+// DerivePassword derives a NATS password for purpose from the shared
+// secret. Each purpose gets an unrelated password, so the route password
+// cannot be used as a client password, and the cluster name is bound in.
+func DerivePassword(secret, cluster, purpose string) string {
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte("baton/password/v1\x00" + cluster + "\x00" + purpose))
+	return hex.EncodeToString(mac.Sum(nil)[:16])
+}
+
+// Server returns the embedded NATS server.
+func (n *Node) Server() *Server { return n.srv }
+
+// Boot returns this process's boot id.
+func (n *Node) Boot() uint64 { return n.boot }
+
+// View returns the current membership snapshot. Never nil.
+func (n *Node) View() *View { return n.view.Load() }
+
+// Changes receives a value after the set of alive members changes.
+// Signals are coalesced: one read may stand for several changes.
+func (n *Node) Changes() <-chan struct{} { return n.changes }
+
+// DiscoveryStats returns the discovery counters.
+func (n *Node) DiscoveryStats() DiscoveryStats { return n.disc.Stats() }
+
+// BadHeartbeats counts heartbeat messages that did not parse.
+func (n *Node) BadHeartbeats() uint64 { return n.hbBad.Load() }
+
+// Routes returns the names of the peers this node has a NATS route to.
+func (n *Node) Routes() []string { return n.srv.RemoteNames() }
+
+// Leave tells the cluster this node is stopping: a final heartbeat with
+// state "left" (peers mark it left at once, not dead after a timeout, and
+// stop sending to it) and a leaving announcement (peers drop their route
+// to it instead of redialling). The node keeps running until Close.
+func (n *Node) Leave(ctx context.Context) error {
+	if !n.leaving.CompareAndSwap(false, true) {
+		return nil
+	}
+	n.publishHeartbeat()
+	n.disc.Leave()
+	if err := n.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("flush leave heartbeat: %w", err)
+	}
+	return nil
+}
+
+// Close stops the node's goroutines, discovery and server, and waits for
+// them. It does not say goodbye; call Leave first for a clean stop.
+// Safe to call twice.
+func (n *Node) Close() {
+	n.once.Do(func() {
+		close(n.stop)
+		n.wg.Wait()
+		n.closeParts()
+	})
+}
+
+func (n *Node) closeParts() {
+	if n.disc != nil {
+		n.disc.Close()
+	}
+	if n.nc != nil {
+		n.nc.Close()
+	}
+	if n.srv != nil {
+		n.srv.Close()
+	}
+}
+
+func (n *Node) onHeartbeat(m *nats.Msg) {
+	hb, err := decodeHeartbeat(m.Subject, m.Data)
+	if err != nil {
+		if n.hbBad.Add(1)%100 == 1 {
+			n.log.Warn("dropped bad heartbeat", "subject", m.Subject, "err", err)
+		}
+		return
+	}
+	select {
+	case n.hbCh <- hb:
+	default:
+		n.hbBad.Add(1)
+	}
+}
+
+func (n *Node) routeLoop() {
+	defer n.wg.Done()
+
+	planner := NewRoutePlanner(n.cfg.Name, n.cfg.Routes)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var linked []string
+
+	for {
+		select {
+		case <-n.stop:
+			return
+		case h := <-n.disc.Heard():
+			if h.NewBoot {
+				n.log.Info("heard peer", "peer", h.Node, "route", h.RouteURL, "from", h.From)
+				// Answer a newcomer at once rather than in up to a
+				// second, so it can seed its route sooner.
+				n.disc.AnnounceNow()
+			}
+			if !planner.Heard(h.Announcement, h.At) {
+				continue
+			}
+		case <-tick.C:
+		}
+		linked = n.replan(planner, linked)
+	}
+}
+
+// replan applies the planner's routes and returns the connected peers.
+// A newly connected peer gets a heartbeat at once, so that membership
+// forms in milliseconds rather than a heartbeat interval.
+func (n *Node) replan(planner *RoutePlanner, before []string) []string {
+	linked := n.srv.RemoteNames()
+	for _, name := range linked {
+		if !slices.Contains(before, name) {
+			n.heartbeatSoon()
+			break
+		}
+	}
+
+	urls, changed := planner.Plan(linked, time.Now())
+	if !changed {
+		return linked
+	}
+	if err := n.srv.SetRoutes(urls); err != nil {
+		n.log.Error("cannot change routes", "routes", urls, "err", err)
+		return linked
+	}
+	n.log.Info("explicit routes changed", "routes", urls)
+	return linked
+}
+
+func (n *Node) heartbeatSoon() {
+	select {
+	case n.hbNow <- struct{}{}:
+	default:
+	}
+}
+
+func (n *Node) memberLoop() {
+	defer n.wg.Done()
+
+	m := NewMembership(n.cfg.Name, n.cfg.Membership)
+	var epoch uint64
+	hbTimer := time.NewTimer(0)
+	defer hbTimer.Stop()
+	tick := time.NewTicker(n.cfg.HeartbeatInterval / 4)
+	defer tick.Stop()
+
+	for {
+		var ts []Transition
+		select {
+		case <-n.stop:
+			return
+		case <-hbTimer.C:
+			if !n.leaving.Load() {
+				n.publishHeartbeat()
+			}
+			hbTimer.Reset(jitter(n.cfg.HeartbeatInterval))
+			continue
+		case <-n.hbNow:
+			if !n.leaving.Load() {
+				n.publishHeartbeat()
+			}
+			continue
+		case hb := <-n.hbCh:
+			if t, ok := m.Observe(hb, time.Now()); ok {
+				ts = append(ts, t)
+			} else {
+				n.refreshView(m, epoch)
+				continue
+			}
+		case now := <-tick.C:
+			ts = m.Tick(now)
+		}
+
+		for _, t := range ts {
+			n.log.Info("member changed", "peer", t.Name, "from", t.From, "to", t.To, "new", t.New)
+			if t.New {
+				n.heartbeatSoon() // let the newcomer see us at once too
+			}
+		}
+		if len(ts) > 0 {
+			epoch++
+			n.publishView(m, epoch)
+		}
+	}
+}
+
+func (n *Node) publishHeartbeat() {
+	hb := Heartbeat{Node: n.cfg.Name, Boot: n.boot, Leaving: n.leaving.Load()}
+	if n.cfg.Status != nil {
+		hb.Hops, hb.Injected = n.cfg.Status()
+	}
+	if err := n.nc.Publish(HeartbeatSubjectPrefix+n.cfg.Name, encodeHeartbeat(hb, n.hbSeq.Add(1))); err != nil {
+		n.log.Warn("cannot publish heartbeat", "err", err)
+	}
+}
+
+// refreshView republishes the snapshot when a heartbeat changed a
+// member's details (hops, batons) without changing who is alive.
+func (n *Node) refreshView(m *Membership, epoch uint64) {
+	n.view.Store(buildView(n.cfg.Name, m, epoch))
+}
+
+func (n *Node) publishView(m *Membership, epoch uint64) {
+	n.view.Store(buildView(n.cfg.Name, m, epoch))
+	select {
+	case n.changes <- struct{}{}:
+	default:
+	}
+}
+
+func buildView(self string, m *Membership, epoch uint64) *View {
+	v := &View{Self: self, Members: m.Members(), Alive: m.Alive(), Epoch: epoch}
+	v.Peers = slices.DeleteFunc(slices.Clone(v.Alive), func(s string) bool { return s == self })
+	for _, mem := range v.Members {
+		if mem.State == StateAlive && mem.Injected {
+			v.Batons = true
+		}
+	}
+	return v
+}

@@ -1,0 +1,267 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// ServerConfig describes the embedded NATS server of one node.
+type ServerConfig struct {
+	Name    string // server name: the node name
+	Cluster string // NATS cluster name
+
+	ClientHost string // client listener host; the nats CLI connects here
+	ClientPort int    // -1 picks a free port
+	RouteHost  string // route listener host
+	RoutePort  int    // -1 picks a free port
+
+	// AdvertiseHost is the address peers should dial for routes. Empty
+	// means NATS derives it from each route connection's remote address.
+	AdvertiseHost string
+
+	// RouteUser and RoutePassword are required of every incoming route
+	// and presented on every outgoing one.
+	RouteUser, RoutePassword string
+
+	// PingInterval is the route keepalive. NATS's default lets a silently
+	// dead peer (a Pi that lost power) hold its route for about 90 s; a
+	// second or so brings that down to a few seconds.
+	PingInterval time.Duration
+	MaxPingsOut  int
+
+	Logger *slog.Logger
+	// LogNotices passes NATS's notice-level lines (route up and down,
+	// start-up banner) to Logger at info level; otherwise at debug.
+	LogNotices bool
+}
+
+// Server is a running embedded NATS server. Its route list is changed
+// only through SetRoutes; in a Node, the route manager goroutine is the
+// sole caller.
+type Server struct {
+	ns       *server.Server
+	cfg      ServerConfig
+	log      *natsLogger
+	routeURL string // advertised, without credentials
+
+	mu       sync.Mutex // serialises reloads and guards template
+	template *server.Options
+}
+
+// StartServer starts the server and waits until its listeners are up.
+func StartServer(cfg ServerConfig) (*Server, error) {
+	opts := &server.Options{
+		ServerName: cfg.Name,
+		Host:       cfg.ClientHost,
+		Port:       cfg.ClientPort,
+		NoSigs:     true, // batond owns SIGINT and SIGTERM
+		Cluster: server.ClusterOpts{
+			Name:         cfg.Cluster,
+			Host:         cfg.RouteHost,
+			Port:         cfg.RoutePort,
+			Username:     cfg.RouteUser,
+			Password:     cfg.RoutePassword,
+			PingInterval: cfg.PingInterval,
+			MaxPingsOut:  cfg.MaxPingsOut,
+			// One connection per peer: the baton account is the only
+			// traffic, so a pool adds dialers and duplicate-route churn
+			// without adding throughput.
+			PoolSize: -1,
+			// Gossip-learned routes retry a few times before giving up,
+			// so a short outage heals without the planner stepping in.
+			ConnectRetries: 5,
+		},
+		// Report a failing explicit route once a minute, not every second.
+		ReconnectErrorReports: 60,
+	}
+	if cfg.AdvertiseHost != "" && cfg.RoutePort > 0 {
+		opts.Cluster.Advertise = net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(cfg.RoutePort))
+	}
+
+	ns, err := server.NewServer(opts.Clone())
+	if err != nil {
+		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	lg := &natsLogger{log: cfg.Logger.With("component", "nats"), notices: cfg.LogNotices}
+	ns.SetLoggerV2(lg, false, false, false)
+	ns.Start()
+
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		if msg := lg.fatal(); msg != "" {
+			return nil, fmt.Errorf("nats server did not start: %s", msg)
+		}
+		return nil, errors.New("nats server did not start within 10s")
+	}
+
+	s := &Server{ns: ns, cfg: cfg, log: lg, template: opts}
+	if err := s.fixAdvertise(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// fixAdvertise sets the advertised route address once the bound port is
+// known, for servers started with a random route port.
+func (s *Server) fixAdvertise() error {
+	addr := s.ns.ClusterAddr()
+	if addr == nil {
+		return errors.New("nats server has no route listener")
+	}
+	host := s.cfg.AdvertiseHost
+	if host == "" {
+		host = addr.IP.String()
+	}
+	hostPort := net.JoinHostPort(host, strconv.Itoa(addr.Port))
+	s.routeURL = "nats-route://" + hostPort
+
+	if s.cfg.AdvertiseHost == "" || s.template.Cluster.Advertise != "" {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := s.template.Clone()
+	next.Cluster.Advertise = hostPort
+	if err := s.ns.ReloadOptions(next.Clone()); err != nil {
+		return fmt.Errorf("set route advertise address %s: %w", hostPort, err)
+	}
+	s.template = next
+	return nil
+}
+
+// RouteURL is the route address this node announces, without credentials.
+func (s *Server) RouteURL() string { return s.routeURL }
+
+// ClientURL is the address of the client listener.
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// NATS returns the embedded server, for inspection.
+func (s *Server) NATS() *server.Server { return s.ns }
+
+// SetRoutes replaces the explicit route list. URLs are given without
+// credentials; the route credentials are added here.
+func (s *Server) SetRoutes(routeURLs []string) error {
+	routes := make([]*url.URL, 0, len(routeURLs))
+	for _, raw := range routeURLs {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return fmt.Errorf("route URL %q: %w", raw, err)
+		}
+		if s.cfg.RouteUser != "" {
+			u.User = url.UserPassword(s.cfg.RouteUser, s.cfg.RoutePassword)
+		}
+		routes = append(routes, u)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := s.template.Clone()
+	next.Routes = routes
+	if err := s.ns.ReloadOptions(next.Clone()); err != nil {
+		return fmt.Errorf("reload nats routes: %w", err)
+	}
+	s.template = next
+	return nil
+}
+
+// RemoteNames returns the names of the servers this one has a route to,
+// sorted and without duplicates.
+func (s *Server) RemoteNames() []string {
+	rz, err := s.ns.Routez(nil)
+	if err != nil {
+		return nil
+	}
+	names := make([]string, 0, len(rz.Routes))
+	for _, r := range rz.Routes {
+		if r.RemoteName != "" {
+			names = append(names, r.RemoteName)
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+// Connect opens an in-process client connection, which skips the TCP
+// leg between the client and its own server.
+func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	base := []nats.Option{
+		nats.InProcessServer(s.ns),
+		nats.Name(name),
+		nats.NoEcho(),
+		nats.MaxReconnects(-1),
+	}
+	nc, err := nats.Connect("", append(base, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s to embedded nats: %w", name, err)
+	}
+	return nc, nil
+}
+
+// Close shuts the server down and waits for it. Safe to call twice.
+func (s *Server) Close() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}
+
+// WaitShutdown blocks until the server has stopped or ctx is done.
+func (s *Server) WaitShutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.ns.WaitForShutdown(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// natsLogger forwards the server's printf-style log into slog. Its Fatalf
+// only logs and remembers the message: NATS calls it for conditions such
+// as a port in use, and the caller, not the library, decides to exit.
+type natsLogger struct {
+	log     *slog.Logger
+	notices bool
+
+	mu        sync.Mutex
+	lastFatal string
+}
+
+func (l *natsLogger) Noticef(format string, v ...any) {
+	if l.notices {
+		l.log.Info(fmt.Sprintf(format, v...))
+		return
+	}
+	l.log.Debug(fmt.Sprintf(format, v...))
+}
+
+func (l *natsLogger) Warnf(format string, v ...any)  { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Errorf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Debugf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Tracef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+
+func (l *natsLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.mu.Lock()
+	l.lastFatal = msg
+	l.mu.Unlock()
+	l.log.Error(msg)
+}
+
+func (l *natsLogger) fatal() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastFatal
+}

@@ -1,0 +1,276 @@
+// Package daemon runs one baton node: the cluster layer, the relay and the
+// HTTP status endpoint, configured from BATON_* environment variables. It
+// also runs the single-machine demo. cmd/batond only wires it to the
+// process: arguments, signals and exit codes.
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/baton-relay/baton/cluster"
+	"github.com/baton-relay/baton/relay"
+	"github.com/kelseyhightower/envconfig"
+)
+
+// EnvPrefix is the prefix of every configuration variable.
+const EnvPrefix = "BATON"
+
+// Config is the whole configuration of a node. Every field is read from
+// the environment variable BATON_<envconfig name>; .env.example lists
+// them all with their defaults and must change with this struct.
+type Config struct {
+	NodeName    string `envconfig:"NODE_NAME"`
+	ClusterName string `envconfig:"CLUSTER_NAME" default:"baton"`
+	Secret      string `envconfig:"SECRET"`
+
+	MulticastAddr string   `envconfig:"MULTICAST_ADDR" default:"239.255.100.100"`
+	MulticastPort int      `envconfig:"MULTICAST_PORT" default:"45892"`
+	MulticastIF   string   `envconfig:"MULTICAST_IF"`
+	MulticastTTL  int      `envconfig:"MULTICAST_TTL" default:"1"`
+	Seeds         []string `envconfig:"SEEDS"`
+
+	HTTPAddr    string `envconfig:"HTTP_ADDR" default:":8380"`
+	NATSListen  string `envconfig:"NATS_LISTEN" default:"0.0.0.0:4222"`
+	RouteListen string `envconfig:"ROUTE_LISTEN" default:"0.0.0.0:6222"`
+	Advertise   string `envconfig:"ADVERTISE"`
+
+	Batons     int    `envconfig:"BATONS" default:"1"`
+	MinNodes   int    `envconfig:"MIN_NODES" default:"2"`
+	PeerChoice string `envconfig:"PEER_CHOICE" default:"random"`
+	Leader     string `envconfig:"LEADER"`
+
+	AnnounceInterval  time.Duration `envconfig:"ANNOUNCE_INTERVAL" default:"1s"`
+	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"500ms"`
+	SuspectAfter      time.Duration `envconfig:"SUSPECT_AFTER" default:"1500ms"`
+	DeadAfter         time.Duration `envconfig:"DEAD_AFTER" default:"3s"`
+	RoutePing         time.Duration `envconfig:"ROUTE_PING" default:"1s"`
+	RouteGrace        time.Duration `envconfig:"ROUTE_GRACE" default:"30s"`
+	LeaveGrace        time.Duration `envconfig:"LEAVE_GRACE" default:"500ms"`
+
+	LogFormat string `envconfig:"LOG_FORMAT" default:"text"`
+	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
+}
+
+// LoadConfig reads the configuration from the environment and validates
+// it. Errors name the variable at fault.
+func LoadConfig() (Config, error) {
+	var c Config
+	if err := envconfig.Process(EnvPrefix, &c); err != nil {
+		var pe *envconfig.ParseError
+		if errors.As(err, &pe) {
+			return c, fmt.Errorf("%s=%q: not a valid %s", pe.KeyName, pe.Value, pe.TypeName)
+		}
+		return c, fmt.Errorf("configuration: %w", err)
+	}
+	if c.NodeName == "" {
+		name, err := hostNodeName()
+		if err != nil {
+			return c, err
+		}
+		c.NodeName = name
+	}
+	return c, c.Validate()
+}
+
+// hostNodeName derives the default node name from the host name: its
+// first label, since dots cannot appear in a NATS subject token.
+func hostNodeName() (string, error) {
+	host, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("BATON_NODE_NAME: not set and the host name is unknown: %w", err)
+	}
+	name, _, _ := strings.Cut(host, ".")
+	if err := cluster.ValidateName(name); err != nil {
+		return "", fmt.Errorf("BATON_NODE_NAME: not set, and the host name cannot serve: %w", err)
+	}
+	return name, nil
+}
+
+// Validate checks every setting and reports all problems at once.
+func (c Config) Validate() error {
+	var errs []error
+
+	if err := cluster.ValidateName(c.NodeName); err != nil {
+		errs = append(errs, fmt.Errorf("BATON_NODE_NAME: %w", err))
+	}
+	if err := cluster.ValidateName(c.ClusterName); err != nil {
+		errs = append(errs, fmt.Errorf("BATON_CLUSTER_NAME: %w", err))
+	}
+	if c.Secret == "" {
+		errs = append(errs, errors.New("BATON_SECRET: required: every node of a cluster needs the same secret (try: openssl rand -hex 16)"))
+	}
+
+	if ip := net.ParseIP(c.MulticastAddr); ip == nil || ip.To4() == nil || !ip.IsMulticast() {
+		errs = append(errs, fmt.Errorf("BATON_MULTICAST_ADDR: %q is not an IPv4 multicast address (use 239.0.0.0/8, administratively scoped)", c.MulticastAddr))
+	}
+	errs = appendIf(errs, checkPort("BATON_MULTICAST_PORT", c.MulticastPort, false))
+	if c.MulticastTTL < 1 || c.MulticastTTL > 255 {
+		errs = append(errs, fmt.Errorf("BATON_MULTICAST_TTL: must be 1 to 255, got %d", c.MulticastTTL))
+	}
+	if _, err := c.seedAddrs(); err != nil {
+		errs = append(errs, err)
+	}
+
+	if c.HTTPAddr != "" {
+		errs = appendIf(errs, checkListen("BATON_HTTP_ADDR", c.HTTPAddr))
+	}
+	errs = appendIf(errs, checkListen("BATON_NATS_LISTEN", c.NATSListen))
+	errs = appendIf(errs, checkListen("BATON_ROUTE_LISTEN", c.RouteListen))
+	if c.Advertise != "" && net.ParseIP(c.Advertise) == nil {
+		errs = append(errs, fmt.Errorf("BATON_ADVERTISE: %q is not an IP address", c.Advertise))
+	}
+
+	if c.Batons < 0 || c.Batons > 1_000_000 {
+		errs = append(errs, fmt.Errorf("BATON_BATONS: must be 0 to 1000000, got %d", c.Batons))
+	}
+	if c.MinNodes < 1 {
+		errs = append(errs, fmt.Errorf("BATON_MIN_NODES: must be at least 1, got %d", c.MinNodes))
+	}
+	if _, err := relay.ParseStrategy(c.PeerChoice); err != nil {
+		errs = append(errs, fmt.Errorf("BATON_PEER_CHOICE: %w", err))
+	}
+	if c.Leader != "" {
+		if err := cluster.ValidateName(c.Leader); err != nil {
+			errs = append(errs, fmt.Errorf("BATON_LEADER: %w", err))
+		}
+	}
+
+	errs = append(errs, c.validateTimes()...)
+	if _, err := ParseLogLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("BATON_LOG_FORMAT: must be text or json, got %q", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) validateTimes() []error {
+	var errs []error
+	positive := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"BATON_ANNOUNCE_INTERVAL", c.AnnounceInterval},
+		{"BATON_HEARTBEAT_INTERVAL", c.HeartbeatInterval},
+		{"BATON_ROUTE_PING", c.RoutePing},
+		{"BATON_ROUTE_GRACE", c.RouteGrace},
+	}
+	for _, p := range positive {
+		if p.d <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be positive, got %v", p.name, p.d))
+		}
+	}
+	if c.LeaveGrace < 0 {
+		errs = append(errs, fmt.Errorf("BATON_LEAVE_GRACE: must not be negative, got %v", c.LeaveGrace))
+	}
+	if c.SuspectAfter < 2*c.HeartbeatInterval {
+		errs = append(errs, fmt.Errorf("BATON_SUSPECT_AFTER: must be at least twice BATON_HEARTBEAT_INTERVAL (%v), got %v", c.HeartbeatInterval, c.SuspectAfter))
+	}
+	if c.DeadAfter <= c.SuspectAfter {
+		errs = append(errs, fmt.Errorf("BATON_DEAD_AFTER: must be longer than BATON_SUSPECT_AFTER (%v), got %v", c.SuspectAfter, c.DeadAfter))
+	}
+	return errs
+}
+
+func appendIf(errs []error, err error) []error {
+	if err != nil {
+		return append(errs, err)
+	}
+	return errs
+}
+
+func checkPort(name string, port int, zeroOK bool) error {
+	if (port == 0 && zeroOK) || (port >= 1 && port <= 65535) {
+		return nil
+	}
+	return fmt.Errorf("%s: must be a port number from 1 to 65535, got %d", name, port)
+}
+
+// checkListen validates a host:port listen address; port 0 picks a free
+// port.
+func checkListen(name, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not host:port: %w", name, addr, err)
+	}
+	if host != "" && net.ParseIP(host) == nil {
+		return fmt.Errorf("%s: host %q is not an IP address", name, host)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return fmt.Errorf("%s: port %q is not a number", name, port)
+	}
+	return checkPort(name, p, true)
+}
+
+// seedAddrs parses BATON_SEEDS: host or host:port entries, the port
+// defaulting to BATON_MULTICAST_PORT. Host names are resolved once, here.
+func (c Config) seedAddrs() ([]*net.UDPAddr, error) {
+	var out []*net.UDPAddr
+	for _, s := range c.Seeds {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		host, port := s, strconv.Itoa(c.MulticastPort)
+		if h, p, err := net.SplitHostPort(s); err == nil {
+			host, port = h, p
+		}
+		addr, err := net.ResolveUDPAddr("udp4", net.JoinHostPort(host, port))
+		if err != nil {
+			return nil, fmt.Errorf("BATON_SEEDS: entry %q: %w", s, err)
+		}
+		if addr.Port == 0 {
+			return nil, fmt.Errorf("BATON_SEEDS: entry %q: port 0", s)
+		}
+		out = append(out, addr)
+	}
+	return out, nil
+}
+
+// LogValue lists the effective settings for the start-up log line with
+// the secret redacted.
+func (c Config) LogValue() slog.Value {
+	secret := "(unset)"
+	if c.Secret != "" {
+		secret = fmt.Sprintf("(redacted, %d chars)", len(c.Secret))
+	}
+	return slog.GroupValue(
+		slog.String("node", c.NodeName),
+		slog.String("cluster", c.ClusterName),
+		slog.String("secret", secret),
+		slog.String("multicast", net.JoinHostPort(c.MulticastAddr, strconv.Itoa(c.MulticastPort))),
+		slog.String("multicast_if", c.MulticastIF),
+		slog.Int("multicast_ttl", c.MulticastTTL),
+		slog.Any("seeds", c.Seeds),
+		slog.String("http", c.HTTPAddr),
+		slog.String("nats", c.NATSListen),
+		slog.String("routes", c.RouteListen),
+		slog.String("advertise", c.Advertise),
+		slog.Int("batons", c.Batons),
+		slog.Int("min_nodes", c.MinNodes),
+		slog.String("peer_choice", c.PeerChoice),
+		slog.String("leader", c.Leader),
+		slog.Duration("announce", c.AnnounceInterval),
+		slog.Duration("heartbeat", c.HeartbeatInterval),
+		slog.Duration("suspect_after", c.SuspectAfter),
+		slog.Duration("dead_after", c.DeadAfter),
+	)
+}
+
+// ParseLogLevel reads BATON_LOG_LEVEL.
+func ParseLogLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("BATON_LOG_LEVEL: %q is not debug, info, warn or error", s)
+	}
+	return l, nil
+}

@@ -1,0 +1,261 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/baton-relay/baton/cluster"
+	"github.com/baton-relay/baton/relay"
+	"github.com/nats-io/nats.go"
+)
+
+// Version is stamped at build time with -ldflags.
+var Version = "dev"
+
+// Daemon is one running baton node.
+//
+// Start brings up the cluster node, the relay and the HTTP server.
+// Shutdown stops cleanly: it tells the cluster this node is leaving, keeps
+// passing batons on for BATON_LEAVE_GRACE, drains the relay, then stops.
+// Close stops at once without a goodbye, as a crash would (tests use it).
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	started time.Time
+	iface   string
+
+	node  *cluster.Node
+	relay *relay.Relay
+	http  *http.Server
+	ln    net.Listener
+	serve chan error // result of http.Serve
+}
+
+// Start validates cfg, then starts every part. On error, whatever was
+// started is stopped again.
+func Start(cfg Config, log *slog.Logger) (d *Daemon, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ncfg, why, err := nodeConfig(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("starting batond", "version", Version, "config", cfg)
+	log.Info("discovery interface", "interface", ncfg.Interface.Name, "why", why)
+
+	d = &Daemon{cfg: cfg, log: log, started: time.Now(), iface: ncfg.Interface.Name}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+
+	// The HTTP listener is bound first, so a port in use fails fast
+	// before anything joins the cluster.
+	if cfg.HTTPAddr != "" {
+		d.ln, err = net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			return nil, fmt.Errorf("BATON_HTTP_ADDR: %w", err)
+		}
+	}
+
+	ncfg.Status = d.relayStatus
+	d.node, err = cluster.StartNode(ncfg)
+	if err != nil {
+		return nil, err
+	}
+
+	strategy, _ := relay.ParseStrategy(cfg.PeerChoice) // validated above
+	d.relay, err = relay.Start(relay.Config{
+		Node:     cfg.NodeName,
+		Batons:   cfg.Batons,
+		MinNodes: cfg.MinNodes,
+		Strategy: strategy,
+		Leader:   cfg.Leader,
+		Settle:   2 * cfg.HeartbeatInterval,
+		Logger:   log,
+	}, func(opts ...nats.Option) (*nats.Conn, error) {
+		return d.node.Server().Connect(cfg.NodeName+"-relay", opts...)
+	}, d.node)
+	if err != nil {
+		return nil, err
+	}
+
+	if d.ln != nil {
+		d.http = &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		d.serve = make(chan error, 1)
+		go func() { d.serve <- d.http.Serve(d.ln) }()
+		log.Info("status endpoint", "url", "http://"+d.ln.Addr().String()+"/status")
+	}
+	log.Info("node started",
+		"route_url", d.node.Server().RouteURL(),
+		"client_url", d.node.Server().ClientURL(),
+	)
+	return d, nil
+}
+
+// relayStatus feeds the heartbeat; it may run before the relay exists.
+func (d *Daemon) relayStatus() (uint64, bool) {
+	if d.relay == nil {
+		return 0, false
+	}
+	return d.relay.Hops(), d.relay.Seen()
+}
+
+// nodeConfig turns validated settings into the cluster layer's config,
+// resolving the interface and listen addresses.
+func nodeConfig(cfg Config, log *slog.Logger) (cluster.Config, string, error) {
+	group := net.ParseIP(cfg.MulticastAddr).To4()
+	ifi, why, err := cluster.PickInterface(cfg.MulticastIF, group)
+	if err != nil {
+		return cluster.Config{}, "", fmt.Errorf("BATON_MULTICAST_IF: %w", err)
+	}
+	seeds, err := cfg.seedAddrs()
+	if err != nil {
+		return cluster.Config{}, "", err
+	}
+	clientHost, clientPort := splitListen(cfg.NATSListen)
+	routeHost, routePort := splitListen(cfg.RouteListen)
+
+	advertise := cfg.Advertise
+	if advertise == "" {
+		ip, err := cluster.InterfaceIPv4(ifi)
+		if err != nil {
+			return cluster.Config{}, "", fmt.Errorf("BATON_MULTICAST_IF: %s has no IPv4 address to advertise routes on; set BATON_ADVERTISE or wait for the address: %w", ifi.Name, err)
+		}
+		advertise = ip.String()
+	}
+
+	return cluster.Config{
+		Name:              cfg.NodeName,
+		Cluster:           cfg.ClusterName,
+		Secret:            cfg.Secret,
+		ClientHost:        clientHost,
+		ClientPort:        clientPort,
+		RouteHost:         routeHost,
+		RoutePort:         routePort,
+		AdvertiseHost:     advertise,
+		Group:             group,
+		DiscoveryPort:     cfg.MulticastPort,
+		Interface:         ifi,
+		TTL:               cfg.MulticastTTL,
+		Seeds:             seeds,
+		AnnounceInterval:  cfg.AnnounceInterval,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		Membership: cluster.MembershipConfig{
+			SuspectAfter: cfg.SuspectAfter,
+			DeadAfter:    cfg.DeadAfter,
+			ForgetAfter:  cfg.RouteGrace,
+		},
+		Routes: cluster.RoutePlanConfig{
+			HealAfter: 3 * cfg.AnnounceInterval,
+			Grace:     cfg.RouteGrace,
+		},
+		RoutePing:  cfg.RoutePing,
+		Logger:     log,
+		LogNotices: true,
+	}, why, nil
+}
+
+// splitListen splits a validated host:port; port 0 becomes NATS's -1,
+// "any free port" (NATS reads 0 as its default port).
+func splitListen(addr string) (string, int) {
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	if p == 0 {
+		p = -1
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, p
+}
+
+// Node returns the cluster node.
+func (d *Daemon) Node() *cluster.Node { return d.node }
+
+// Relay returns the relay.
+func (d *Daemon) Relay() *relay.Relay { return d.relay }
+
+// HTTPAddr returns the bound status address, or "" without one.
+func (d *Daemon) HTTPAddr() string {
+	if d.ln == nil {
+		return ""
+	}
+	return d.ln.Addr().String()
+}
+
+// Shutdown stops the node cleanly; see Daemon. ctx bounds the whole stop.
+func (d *Daemon) Shutdown(ctx context.Context) error {
+	var errs []error
+	d.log.Info("leaving the cluster", "grace", d.cfg.LeaveGrace)
+	if err := d.node.Leave(ctx); err != nil {
+		errs = append(errs, err)
+	}
+
+	// Peers stop choosing this node as soon as they see the goodbye;
+	// batons already on their way here are passed on meanwhile.
+	select {
+	case <-time.After(d.cfg.LeaveGrace):
+	case <-ctx.Done():
+	}
+	if err := d.relay.Stop(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if d.relay.Parked() > 0 {
+		d.log.Warn("stopped holding batons: no live peer was left to take them", "batons", d.relay.Parked())
+	}
+
+	if d.http != nil {
+		if err := d.http.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop http: %w", err))
+		}
+	}
+	d.node.Close()
+	d.log.Info("stopped", "hops", d.relay.Hops())
+	return errors.Join(errs...)
+}
+
+// Close stops everything at once, without telling the cluster. Safe to
+// call on a partly started daemon.
+func (d *Daemon) Close() {
+	if d.relay != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // no draining: a crash does not drain
+		d.relay.Stop(ctx)
+	}
+	if d.http != nil {
+		d.http.Close()
+	} else if d.ln != nil {
+		d.ln.Close()
+	}
+	if d.node != nil {
+		d.node.Close()
+	}
+}
+
+// Run starts a daemon and stops it cleanly when ctx is done.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	d, err := Start(cfg, log)
+	if err != nil {
+		return err
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-d.serve:
+		d.Close()
+		return fmt.Errorf("status endpoint: %w", err)
+	}
+
+	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return d.Shutdown(stopCtx)
+}

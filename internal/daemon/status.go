@@ -1,0 +1,107 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/baton-relay/baton/cluster"
+	"github.com/baton-relay/baton/relay"
+)
+
+// Status is the JSON document served at GET /status. The fields node,
+// members and hops are a fixed contract (scripts and tests read them);
+// the others may grow.
+type Status struct {
+	Node    string   `json:"node"`
+	Members []string `json:"members"` // alive members, self included, sorted
+	Hops    uint64   `json:"hops"`    // batons this node passed on since start
+
+	Cluster       string                 `json:"cluster"`
+	Version       string                 `json:"version"`
+	Boot          string                 `json:"boot"`
+	UptimeSeconds float64                `json:"uptime_seconds"`
+	Leader        string                 `json:"leader"`
+	MemberStates  []MemberStatus         `json:"member_states"`
+	Routes        []string               `json:"routes"` // peers with a NATS route
+	RouteURL      string                 `json:"route_url"`
+	ClientURL     string                 `json:"client_url"`
+	Interface     string                 `json:"interface"`
+	Batons        BatonStatus            `json:"batons"`
+	Discovery     cluster.DiscoveryStats `json:"discovery"`
+	BadHeartbeats uint64                 `json:"bad_heartbeats"`
+}
+
+// MemberStatus is one row of the membership table as this node sees it.
+type MemberStatus struct {
+	Name string `json:"name"`
+	// State is alive, suspect, dead or left.
+	State cluster.State `json:"state"`
+	// LastHeartbeatMS is how long ago its last heartbeat arrived; absent
+	// for this node itself.
+	LastHeartbeatMS *int64 `json:"last_heartbeat_ms,omitempty"`
+	Hops            uint64 `json:"hops"`
+}
+
+// BatonStatus describes this node's part in the relay.
+type BatonStatus struct {
+	InFlight bool   `json:"in_flight"` // batons are known to circulate
+	Injected uint64 `json:"injected"`  // batons this node injected
+	Parked   int    `json:"parked"`    // held for lack of a live peer
+	Bad      uint64 `json:"bad"`       // messages on the baton subject that were not batons
+}
+
+// Status returns this node's current status.
+func (d *Daemon) Status() Status {
+	now := time.Now()
+	v := d.node.View()
+
+	st := Status{
+		Node:          d.cfg.NodeName,
+		Members:       v.Alive,
+		Hops:          d.relay.Hops(),
+		Cluster:       d.cfg.ClusterName,
+		Version:       Version,
+		Boot:          formatBoot(d.node.Boot()),
+		UptimeSeconds: now.Sub(d.started).Seconds(),
+		Leader:        relay.Leader(v.Alive, d.cfg.Leader),
+		Routes:        d.node.Routes(),
+		RouteURL:      d.node.Server().RouteURL(),
+		ClientURL:     d.node.Server().ClientURL(),
+		Interface:     d.iface,
+		Batons: BatonStatus{
+			InFlight: v.Batons || d.relay.Seen(),
+			Injected: d.relay.Injected(),
+			Parked:   d.relay.Parked(),
+			Bad:      d.relay.Bad(),
+		},
+		Discovery:     d.node.DiscoveryStats(),
+		BadHeartbeats: d.node.BadHeartbeats(),
+	}
+	for _, m := range v.Members {
+		ms := MemberStatus{Name: m.Name, State: m.State, Hops: m.Hops}
+		if m.Name == d.cfg.NodeName {
+			ms.Hops = st.Hops
+		} else {
+			ago := now.Sub(m.LastSeen).Milliseconds()
+			ms.LastHeartbeatMS = &ago
+		}
+		st.MemberStates = append(st.MemberStates, ms)
+	}
+	return st
+}
+
+func formatBoot(b uint64) string { return fmt.Sprintf("%016x", b) }
+
+// Handler serves the status endpoint.
+func (d *Daemon) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(d.Status())
+	})
+	return mux
+}
