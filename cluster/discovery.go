@@ -238,11 +238,19 @@ func (d *Discovery) announce(leaving bool) {
 		return
 	}
 
+	// Send from the interface's own address when it has one. Without
+	// this, multicast through lo carries the source address of another
+	// interface, which reads in logs as if it came from the LAN.
+	var cm *ipv4.ControlMessage
+	if ip, err := InterfaceIPv4(d.cfg.Interface); err == nil {
+		cm = &ipv4.ControlMessage{Src: ip}
+	}
+
 	dsts := make([]*net.UDPAddr, 0, 1+len(d.cfg.Seeds))
 	dsts = append(dsts, &net.UDPAddr{IP: d.cfg.Group, Port: d.cfg.Port})
 	dsts = append(dsts, d.cfg.Seeds...)
 	for _, dst := range dsts {
-		if _, err := d.pc.WriteTo(pkt, nil, dst); err != nil {
+		if _, err := d.pc.WriteTo(pkt, cm, dst); err != nil {
 			if d.closing.Load() {
 				return
 			}

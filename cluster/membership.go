@@ -34,6 +34,17 @@ func (s State) String() string {
 // MarshalText makes states readable in JSON.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText reads a state written by MarshalText.
+func (s *State) UnmarshalText(b []byte) error {
+	for st := StateAlive; st <= StateLeft; st++ {
+		if string(b) == st.String() {
+			*s = st
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown member state %q", b)
+}
+
 // MembershipConfig holds the bounds of failure detection. With heartbeats
 // sent every interval I (with up to 10% jitter), a member that stops
 // sending is suspect after SuspectAfter and dead after DeadAfter, measured

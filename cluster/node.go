@@ -94,7 +94,7 @@ type Node struct {
 const RouteUser = "baton-route"
 
 // StartNode brings the node up. On error everything started is stopped.
-func StartNode(cfg Config) (n *Node, err error) {
+func StartNode(cfg Config) (_ *Node, err error) {
 	codec, err := NewCodec(cfg.Secret, cfg.Cluster, nil)
 	if err != nil {
 		return nil, err
@@ -108,7 +108,7 @@ func StartNode(cfg Config) (n *Node, err error) {
 		advertise = ip.String()
 	}
 
-	n = &Node{
+	n := &Node{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		boot:    randomBoot(),
@@ -226,6 +226,11 @@ func (n *Node) Leave(ctx context.Context) error {
 	}
 	n.publishHeartbeat()
 	n.disc.Leave()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+	}
 	if err := n.nc.FlushWithContext(ctx); err != nil {
 		return fmt.Errorf("flush leave heartbeat: %w", err)
 	}

@@ -97,13 +97,10 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	ns.SetLoggerV2(lg, false, false, false)
 	ns.Start()
 
-	if !ns.ReadyForConnections(10 * time.Second) {
+	if err := waitReady(ns, lg, 10*time.Second); err != nil {
 		ns.Shutdown()
 		ns.WaitForShutdown()
-		if msg := lg.fatal(); msg != "" {
-			return nil, fmt.Errorf("nats server did not start: %s", msg)
-		}
-		return nil, errors.New("nats server did not start within 10s")
+		return nil, err
 	}
 
 	s := &Server{ns: ns, cfg: cfg, log: lg, template: opts}
@@ -112,6 +109,22 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// waitReady waits for the server's listeners, failing as soon as the
+// server reports a fatal error (a port in use) instead of after the
+// whole timeout.
+func waitReady(ns *server.Server, lg *natsLogger, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if ns.ReadyForConnections(50 * time.Millisecond) {
+			return nil
+		}
+		if msg := lg.fatal(); msg != "" {
+			return fmt.Errorf("nats server did not start: %s", msg)
+		}
+	}
+	return fmt.Errorf("nats server did not start within %v", timeout)
 }
 
 // fixAdvertise sets the advertised route address once the bound port is

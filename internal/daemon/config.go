@@ -60,7 +60,12 @@ type Config struct {
 
 // LoadConfig reads the configuration from the environment and validates
 // it. Errors name the variable at fault.
+//
+// A variable set to the empty string counts as unset and takes its
+// default, since env files and templates often write NAME= for "no value".
 func LoadConfig() (Config, error) {
+	unsetEmpty(EnvPrefix + "_")
+
 	var c Config
 	if err := envconfig.Process(EnvPrefix, &c); err != nil {
 		var pe *envconfig.ParseError
@@ -77,6 +82,17 @@ func LoadConfig() (Config, error) {
 		c.NodeName = name
 	}
 	return c, c.Validate()
+}
+
+// unsetEmpty removes the process's empty variables that start with
+// prefix. envconfig would otherwise parse "" (and fail for numbers).
+func unsetEmpty(prefix string) {
+	for _, kv := range os.Environ() {
+		name, value, _ := strings.Cut(kv, "=")
+		if value == "" && strings.HasPrefix(name, prefix) {
+			os.Unsetenv(name)
+		}
+	}
 }
 
 // hostNodeName derives the default node name from the host name: its

@@ -39,7 +39,7 @@ type Daemon struct {
 
 // Start validates cfg, then starts every part. On error, whatever was
 // started is stopped again.
-func Start(cfg Config, log *slog.Logger) (d *Daemon, err error) {
+func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -50,7 +50,7 @@ func Start(cfg Config, log *slog.Logger) (d *Daemon, err error) {
 	log.Info("starting batond", "version", Version, "config", cfg)
 	log.Info("discovery interface", "interface", ncfg.Interface.Name, "why", why)
 
-	d = &Daemon{cfg: cfg, log: log, started: time.Now(), iface: ncfg.Interface.Name}
+	d := &Daemon{cfg: cfg, log: log, started: time.Now(), iface: ncfg.Interface.Name}
 	defer func() {
 		if err != nil {
 			d.Close()
@@ -63,6 +63,18 @@ func Start(cfg Config, log *slog.Logger) (d *Daemon, err error) {
 		d.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
 			return nil, fmt.Errorf("BATON_HTTP_ADDR: %w", err)
+		}
+	}
+
+	// NATS reports a busy port only in its log; checking first gives an
+	// error that names the variable. (A port taken between this check
+	// and NATS's own bind still fails, with NATS's message.)
+	for _, l := range []struct{ name, addr string }{
+		{"BATON_NATS_LISTEN", cfg.NATSListen},
+		{"BATON_ROUTE_LISTEN", cfg.RouteListen},
+	} {
+		if err := checkFree(l.addr); err != nil {
+			return nil, fmt.Errorf("%s: %w", l.name, err)
 		}
 	}
 
@@ -176,6 +188,18 @@ func splitListen(addr string) (string, int) {
 		host = "0.0.0.0"
 	}
 	return host, p
+}
+
+// checkFree reports whether a TCP listen address can be bound now.
+func checkFree(addr string) error {
+	if _, port, _ := net.SplitHostPort(addr); port == "0" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return ln.Close()
 }
 
 // Node returns the cluster node.

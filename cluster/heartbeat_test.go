@@ -1,0 +1,37 @@
+package cluster
+
+import "testing"
+
+func TestHeartbeatRoundTrip(t *testing.T) {
+	for _, hb := range []Heartbeat{
+		{Node: "pi-01", Boot: ^uint64(0), Injected: true, Hops: 12345},
+		{Node: "pi-02", Boot: 1, Leaving: true},
+	} {
+		got, err := decodeHeartbeat(HeartbeatSubjectPrefix+hb.Node, encodeHeartbeat(hb, 3))
+		if err != nil {
+			t.Fatalf("decode: %v", err)
+		}
+		if got != hb {
+			t.Errorf("got %+v, want %+v", got, hb)
+		}
+	}
+}
+
+func TestHeartbeatRejectsBadInput(t *testing.T) {
+	good := encodeHeartbeat(Heartbeat{Node: "pi-01", Boot: 5}, 1)
+	tests := []struct {
+		name, subject, data string
+	}{
+		{"not json", "baton.heartbeat.pi-01", "hello"},
+		{"empty", "baton.heartbeat.pi-01", ""},
+		{"other subject", "baton.heartbeat.pi-02", string(good)},
+		{"bad boot", "baton.heartbeat.x", `{"node":"x","boot":"zz","state":"alive"}`},
+		{"bad state", "baton.heartbeat.x", `{"node":"x","boot":"1","state":"zombie"}`},
+		{"bad name", "baton.heartbeat.a.b", `{"node":"a.b","boot":"1","state":"alive"}`},
+	}
+	for _, tt := range tests {
+		if hb, err := decodeHeartbeat(tt.subject, []byte(tt.data)); err == nil {
+			t.Errorf("%s: accepted as %+v", tt.name, hb)
+		}
+	}
+}

@@ -1,0 +1,217 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// These tests run whole daemons in one process, with real embedded NATS
+// servers and real multicast on the loopback interface.
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p[:len(p)-1]))
+	return len(p), nil
+}
+
+func testConfig(t *testing.T, name string, port int) Config {
+	return Config{
+		NodeName:          name,
+		ClusterName:       "dtest",
+		Secret:            "test-secret",
+		MulticastAddr:     "239.255.100.100",
+		MulticastPort:     port,
+		MulticastIF:       "lo",
+		MulticastTTL:      1,
+		HTTPAddr:          "127.0.0.1:0",
+		NATSListen:        "127.0.0.1:0",
+		RouteListen:       "127.0.0.1:0",
+		Advertise:         "127.0.0.1",
+		Batons:            1,
+		MinNodes:          3,
+		PeerChoice:        "random",
+		AnnounceInterval:  200 * time.Millisecond,
+		HeartbeatInterval: 100 * time.Millisecond,
+		SuspectAfter:      300 * time.Millisecond,
+		DeadAfter:         600 * time.Millisecond,
+		RoutePing:         500 * time.Millisecond,
+		RouteGrace:        5 * time.Second,
+		LeaveGrace:        200 * time.Millisecond,
+		LogFormat:         "text",
+		LogLevel:          "info",
+	}
+}
+
+func freePort(t *testing.T) int {
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+func startDaemons(t *testing.T, n int, tweak func(*Config)) []*Daemon {
+	port := freePort(t)
+	var ds []*Daemon
+	for i := range n {
+		cfg := testConfig(t, fmt.Sprintf("n%d", i+1), port)
+		if tweak != nil {
+			tweak(&cfg)
+		}
+		log := slog.New(slog.NewTextHandler(tWriter{t}, nil)).With("node", cfg.NodeName)
+		d, err := Start(cfg, log)
+		if err != nil {
+			t.Fatalf("start %s: %v", cfg.NodeName, err)
+		}
+		t.Cleanup(d.Close)
+		ds = append(ds, d)
+	}
+	return ds
+}
+
+func getStatus(t *testing.T, d *Daemon) Status {
+	t.Helper()
+	resp, err := http.Get("http://" + d.HTTPAddr() + "/status")
+	if err != nil {
+		t.Fatalf("GET /status: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("GET /status: %s, %s", resp.Status, resp.Header.Get("Content-Type"))
+	}
+	var st Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("decode /status: %v", err)
+	}
+	return st
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Three daemons form a cluster, every one relays, and a clean stop of one
+// leaves the other two relaying with the baton intact.
+func TestDaemonsRelayAndSurviveCleanStop(t *testing.T) {
+	ds := startDaemons(t, 3, nil)
+
+	waitFor(t, 5*time.Second, "all three to list three members in /status", func() bool {
+		for _, d := range ds {
+			if !slices.Equal(getStatus(t, d).Members, []string{"n1", "n2", "n3"}) {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, 5*time.Second, "every node to relay", func() bool {
+		for _, d := range ds {
+			if getStatus(t, d).Hops == 0 {
+				return false
+			}
+		}
+		return true
+	})
+
+	st := getStatus(t, ds[0])
+	if st.Node != "n1" || st.Leader != "n1" || st.Batons.Injected != 1 {
+		t.Errorf("n1 status: node %q leader %q injected %d", st.Node, st.Leader, st.Batons.Injected)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ds[1].Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown n2: %v", err)
+	}
+	waitFor(t, 2*time.Second, "n1 and n3 to list two members", func() bool {
+		return slices.Equal(getStatus(t, ds[0]).Members, []string{"n1", "n3"}) &&
+			slices.Equal(getStatus(t, ds[2]).Members, []string{"n1", "n3"})
+	})
+	for _, m := range getStatus(t, ds[0]).MemberStates {
+		if m.Name == "n2" && m.State.String() != "left" {
+			t.Errorf("n2 is %v on n1, want left", m.State)
+		}
+	}
+
+	h1, h3 := ds[0].Relay().Hops(), ds[2].Relay().Hops()
+	waitFor(t, 3*time.Second, "n1 and n3 to keep relaying", func() bool {
+		return ds[0].Relay().Hops() > h1+100 && ds[2].Relay().Hops() > h3+100
+	})
+}
+
+// With several batons in flight, all of them keep moving: the total hop
+// rate is far above what one baton could do alone is not asserted (that
+// is for benchmarks), but every injected baton is counted exactly once.
+func TestLeaderInjectsConfiguredBatons(t *testing.T) {
+	ds := startDaemons(t, 3, func(c *Config) { c.Batons = 8; c.PeerChoice = "shuffle" })
+	waitFor(t, 5*time.Second, "the leader to inject", func() bool { return ds[0].Relay().Injected() > 0 })
+	if got := ds[0].Relay().Injected(); got != 8 {
+		t.Errorf("leader injected %d batons, want 8", got)
+	}
+	for _, d := range ds[1:] {
+		if got := d.Relay().Injected(); got != 0 {
+			t.Errorf("%s (not leader) injected %d", d.cfg.NodeName, got)
+		}
+	}
+}
+
+func TestStartFailsClearlyOnBusyHTTPPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+
+	cfg := testConfig(t, "n1", freePort(t))
+	cfg.HTTPAddr = ln.Addr().String()
+	_, err = Start(cfg, slog.New(slog.NewTextHandler(tWriter{t}, nil)))
+	if err == nil || !strings.Contains(err.Error(), "BATON_HTTP_ADDR") {
+		t.Fatalf("Start on a busy port: %v, want an error naming BATON_HTTP_ADDR", err)
+	}
+}
+
+func TestStartFailsClearlyOnUnknownInterface(t *testing.T) {
+	cfg := testConfig(t, "n1", freePort(t))
+	cfg.MulticastIF = "nosuchif0"
+	_, err := Start(cfg, slog.New(slog.NewTextHandler(tWriter{t}, nil)))
+	if err == nil || !strings.Contains(err.Error(), "BATON_MULTICAST_IF") {
+		t.Fatalf("Start with an unknown interface: %v, want an error naming BATON_MULTICAST_IF", err)
+	}
+}
+
+func TestStartFailsClearlyOnBusyNATSPorts(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+
+	for _, name := range []string{"BATON_NATS_LISTEN", "BATON_ROUTE_LISTEN"} {
+		cfg := testConfig(t, "n1", freePort(t))
+		if name == "BATON_NATS_LISTEN" {
+			cfg.NATSListen = ln.Addr().String()
+		} else {
+			cfg.RouteListen = ln.Addr().String()
+		}
+		_, err = Start(cfg, slog.New(slog.NewTextHandler(tWriter{t}, nil)))
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("busy %s: %v, want an error naming it", name, err)
+		}
+	}
+}
