@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -66,7 +65,7 @@ func runDaemon(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	log, err := daemon.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		return err
 	}
@@ -89,7 +88,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *verbose {
 		level = "info"
 	}
-	log, err := newLogger(stderr, "text", level)
+	log, err := daemon.NewLogger(stderr, "text", level)
 	if err != nil {
 		return err
 	}
@@ -102,16 +101,4 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Log:        log,
 	})
 	return err
-}
-
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	lvl, err := daemon.ParseLogLevel(level)
-	if err != nil {
-		return nil, err
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return slog.New(slog.NewTextHandler(w, opts)), nil
 }

@@ -7,6 +7,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -280,6 +281,19 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("suspect_after", c.SuspectAfter),
 		slog.Duration("dead_after", c.DeadAfter),
 	)
+}
+
+// NewLogger returns the logger BATON_LOG_FORMAT and BATON_LOG_LEVEL ask for.
+func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	lvl, err := ParseLogLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
 // ParseLogLevel reads BATON_LOG_LEVEL.

@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"os"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -84,5 +86,21 @@ func TestConfigLogValueRedactsSecret(t *testing.T) {
 	c := Config{NodeName: "a", Secret: "hunter2-very-secret"}
 	if s := c.LogValue().String(); strings.Contains(s, "hunter2") {
 		t.Errorf("log value leaks the secret: %s", s)
+	}
+}
+
+// .env.example must list every variable the daemon reads, since operators
+// and the Ansible role take it as the reference.
+func TestEnvExampleListsEveryVariable(t *testing.T) {
+	data, err := os.ReadFile("../../.env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := reflect.TypeOf(Config{})
+	for i := range rt.NumField() {
+		name := EnvPrefix + "_" + rt.Field(i).Tag.Get("envconfig")
+		if !strings.Contains(string(data), "\n"+name+"=") {
+			t.Errorf(".env.example does not list %s", name)
+		}
 	}
 }

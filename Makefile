@@ -1,0 +1,47 @@
+# baton: the two commands are `make demo` and `make test`; see README.md.
+
+SHELL   := /bin/bash
+GO      ?= go
+BIN     := bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/baton-relay/baton/internal/daemon.Version=$(VERSION)
+
+.PHONY: all build demo test deps check unit e2e fuzz clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/batond ./cmd/batond
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/embedded-nats ./cmd/embedded-nats
+
+# Four nodes in one process, discovering each other over multicast on the
+# loopback interface. No root needed.
+demo: build
+	$(BIN)/batond demo -duration 20s
+
+# Installs what the tests need from Debian when run as root (iproute2 for
+# the network-namespace tests); as another user it only reports.
+deps:
+	scripts/install-deps.sh
+
+# Everything CI runs. The namespace tests need root: without it they say
+# SKIP, and with CI=true a skip is a failure.
+test: deps check unit
+
+check:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+e2e:
+	$(GO) test -count=1 -v -run TestNamespace ./e2e/
+
+# A longer run of the discovery decoder fuzzer than `make test` does.
+fuzz:
+	$(GO) test ./cluster -run '^$$' -fuzz FuzzOpen -fuzztime 60s
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,47 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/baton-relay/baton/cluster"
+)
+
+// RunClusterOnly runs the cluster layer without the relay: a NATS server
+// that finds its peers by multicast and keeps the mesh and membership,
+// for programs of the user's own. It uses the same BATON_* variables;
+// the relay's (batons, peer choice) are ignored. It stops cleanly when
+// ctx is done.
+//
+// TODO(baton): a status endpoint and the credentials for client accounts
+// come with the issue that completes embedded-nats; for now the client
+// port accepts anonymous connections, as batond's does.
+func RunClusterOnly(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	ncfg, why, err := nodeConfig(cfg, log)
+	if err != nil {
+		return err
+	}
+	log.Info("starting embedded-nats", "version", Version, "config", cfg)
+	log.Info("discovery interface", "interface", ncfg.Interface.Name, "why", why)
+
+	node, err := cluster.StartNode(ncfg)
+	if err != nil {
+		return err
+	}
+	log.Info("nats ready", "client_url", node.Server().ClientURL(), "route_url", node.Server().RouteURL())
+
+	<-ctx.Done()
+	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = node.Leave(stopCtx)
+	node.Close()
+	if err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	return nil
+}

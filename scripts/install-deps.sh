@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the system packages baton's tests need. Go modules come from
+# go.mod and are fetched by the go command itself.
+#
+# As root: installs missing Debian packages with apt-get.
+# Otherwise: says what is missing; the tests that need it will SKIP (and
+# fail under CI=true).
+set -euo pipefail
+
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing ${need[*]}; not root, so not installing." >&2
+  echo "install-deps: the network-namespace tests will SKIP." >&2
+  exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-deps: missing ${need[*]} and no apt-get to install them" >&2
+  exit 1
+fi
+echo "install-deps: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}"
