@@ -208,7 +208,10 @@ func (d *Discovery) sendLoop() {
 			return
 		case <-timer.C:
 		case <-d.trigger:
-			if time.Since(last) < minGap {
+			// Too soon after the last one: defer it, never drop it,
+			// or a newcomer waits a whole interval to hear us.
+			if wait := minGap - time.Since(last); wait > 0 {
+				timer.Reset(wait)
 				continue
 			}
 		}
