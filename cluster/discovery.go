@@ -69,6 +69,7 @@ type Discovery struct {
 	wg      sync.WaitGroup
 	once    sync.Once
 	closing atomic.Bool
+	leaving atomic.Bool // set by Leave; every later announcement says so
 
 	seq      atomic.Uint64
 	sent     atomic.Uint64
@@ -176,9 +177,14 @@ func (d *Discovery) Stats() DiscoveryStats {
 	return st
 }
 
-// Leave sends one announcement saying this node is leaving, so that peers
-// drop their route to it at once instead of redialling it.
-func (d *Discovery) Leave() { d.announce(true) }
+// Leave sends an announcement saying this node is leaving, so that peers
+// drop their route to it at once instead of redialling it. Every
+// announcement after it says the same: an ordinary one would make peers
+// add the route back and dial a node that is about to be gone.
+func (d *Discovery) Leave() {
+	d.leaving.Store(true)
+	d.announce()
+}
 
 // Close stops both loops and waits for them. Safe to call twice.
 func (d *Discovery) Close() error {
@@ -216,7 +222,7 @@ func (d *Discovery) sendLoop() {
 			}
 		}
 
-		d.announce(false)
+		d.announce()
 		last = time.Now()
 		timer.Reset(jitter(d.cfg.Interval))
 	}
@@ -227,13 +233,13 @@ func jitter(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
-func (d *Discovery) announce(leaving bool) {
+func (d *Discovery) announce() {
 	pkt, err := d.cfg.Codec.Seal(Announcement{
 		Node:     d.cfg.Node,
 		Boot:     d.cfg.Boot,
 		Seq:      d.seq.Add(1),
 		RouteURL: d.cfg.RouteURL,
-		Leaving:  leaving,
+		Leaving:  d.leaving.Load(),
 	})
 	if err != nil {
 		d.sendErrs.Add(1)

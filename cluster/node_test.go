@@ -211,3 +211,29 @@ func TestStartNodeFailsOnBusyRoutePort(t *testing.T) {
 	}
 	t.Logf("error as reported: %v", err)
 }
+
+// A node that said goodbye but is still finishing (its leave grace) must
+// not be routed to again once it is gone: peers would otherwise dial its
+// address for a whole route grace period after it exits.
+func TestLeavingNodeIsNotRoutedAgain(t *testing.T) {
+	nodes := startCluster(t, 3)
+	a, c := nodes[0], nodes[2]
+	waitFor(t, 5*time.Second, "full mesh", func() bool { return len(a.Routes()) == 2 })
+
+	if err := c.Leave(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cURL := c.Server().RouteURL()
+	time.Sleep(500 * time.Millisecond) // c's leave grace: it keeps announcing
+	c.Close()
+
+	// A wrong re-add shows as a route to c once HealAfter (600 ms) has
+	// passed since c went away; watch for well over that.
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if slices.Contains(a.Server().ExplicitRoutes(), cURL) {
+			t.Fatalf("n1 routes to n3 again after its goodbye: %v", a.Server().ExplicitRoutes())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -190,6 +190,17 @@ func (s *Server) SetRoutes(routeURLs []string) error {
 	return nil
 }
 
+// ExplicitRoutes returns the configured route URLs, without credentials.
+func (s *Server) ExplicitRoutes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.template.Routes))
+	for _, u := range s.template.Routes {
+		out = append(out, "nats-route://"+u.Host)
+	}
+	return out
+}
+
 // RemoteNames returns the names of the servers this one has a route to,
 // sorted and without duplicates.
 func (s *Server) RemoteNames() []string {
