@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/baton-relay/baton/cluster"
@@ -32,9 +33,12 @@ type Daemon struct {
 
 	node  *cluster.Node
 	relay *relay.Relay
-	http  *http.Server
-	ln    net.Listener
-	serve chan error // result of http.Serve
+	// relayPtr publishes relay to the node's heartbeat goroutine, which
+	// starts before the relay exists.
+	relayPtr atomic.Pointer[relay.Relay]
+	http     *http.Server
+	ln       net.Listener
+	serve    chan error // result of http.Serve
 }
 
 // Start validates cfg, then starts every part. On error, whatever was
@@ -99,6 +103,7 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	d.relayPtr.Store(d.relay)
 
 	if d.ln != nil {
 		d.http = &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 5 * time.Second}
@@ -115,10 +120,11 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 
 // relayStatus feeds the heartbeat; it may run before the relay exists.
 func (d *Daemon) relayStatus() (uint64, bool) {
-	if d.relay == nil {
+	r := d.relayPtr.Load()
+	if r == nil {
 		return 0, false
 	}
-	return d.relay.Hops(), d.relay.Seen()
+	return r.Hops(), r.Seen()
 }
 
 // nodeConfig turns validated settings into the cluster layer's config,
