@@ -1,7 +1,7 @@
 // Package nstest builds small, isolated networks out of Linux network
 // namespaces for end-to-end and chaos tests: namespaces, veth pairs, a
-// bridge acting as a switch, netem impairments, commands run inside a
-// namespace, and TCP dialled from inside a namespace.
+// bridge acting as a switch, commands run inside a namespace, and TCP
+// dialled from inside a namespace.
 //
 // Everything it creates carries a random suffix, lives only inside
 // namespaces the test created, and is removed by t.Cleanup, also when the
@@ -17,7 +17,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -246,42 +245,6 @@ func (ns *NS) SetMaster(dev, bridge string) error {
 // DeleteLink deletes an interface of the namespace.
 func (ns *NS) DeleteLink(dev string) error {
 	_, err := ns.IP("link", "del", "dev", dev)
-	return err
-}
-
-// Netem replaces the root qdisc of dev with netem and the given netem
-// arguments, e.g. Netem("eth0", "delay", "50ms", "loss", "10%"). It needs
-// tc (iproute2). Netem acts on packets leaving dev.
-func (ns *NS) Netem(dev string, args ...string) error {
-	if _, err := exec.LookPath("tc"); err != nil {
-		return errors.New("netem needs the tc command (iproute2), not found in PATH")
-	}
-	_, err := ns.Run("tc", append([]string{"qdisc", "replace", "dev", dev, "root", "netem"}, args...)...)
-	return err
-}
-
-// RequireNetem makes sure netem can be used in ns (tc installed, kernel
-// built with sch_netem), by adding and removing a netem qdisc on ns's
-// loopback. If not, it skips the test with a message starting "SKIP:",
-// or fails it when CI=true, like Require.
-func RequireNetem(t testing.TB, ns *NS) {
-	t.Helper()
-	err := ns.Netem("lo", "delay", "0ms")
-	if err == nil {
-		err = ns.ClearNetem("lo")
-	}
-	if err != nil {
-		msg := "SKIP: netem is not usable here (needs tc and a kernel with CONFIG_NET_SCH_NETEM): " + err.Error()
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true, so a skip is a failure. " + msg)
-		}
-		t.Skip(msg)
-	}
-}
-
-// ClearNetem removes the root qdisc set by Netem.
-func (ns *NS) ClearNetem(dev string) error {
-	_, err := ns.Run("tc", "qdisc", "del", "dev", dev, "root")
 	return err
 }
 

@@ -243,55 +243,6 @@ wait:
 
 }
 
-// TestNetem checks that a netem delay on a node's veth slows its TCP
-// connects, and that clearing it restores them.
-func TestNetem(t *testing.T) {
-	Require(t)
-	s := NewStar(t, 2)
-	a, b := s.Nodes[0], s.Nodes[1]
-	RequireNetem(t, a.NS)
-
-	ln, err := b.NS.Listen("tcp", netip.AddrPortFrom(b.Addr, 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	dial := func() time.Duration {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		start := time.Now()
-		c, err := a.NS.DialContext(ctx, "tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatalf("dial %s from %s: %v", ln.Addr(), a.NS.Name, err)
-		}
-		c.Close()
-		return time.Since(start)
-	}
-	dial()
-	if err := a.NS.Netem(a.Dev, "delay", "100ms"); err != nil {
-		t.Fatal(err)
-	}
-	if d := dial(); d < 90*time.Millisecond {
-		t.Errorf("connect took %v with 100ms of netem delay", d)
-	}
-	if err := a.NS.ClearNetem(a.Dev); err != nil {
-		t.Fatal(err)
-	}
-	if d := dial(); d > 90*time.Millisecond {
-		t.Errorf("connect took %v after the delay was cleared", d)
-	}
-}
-
 // TestCleanup checks that a namespace and its veth are gone after
 // cleanup.
 func TestCleanup(t *testing.T) {

@@ -1,0 +1,448 @@
+// Package e2e holds end-to-end tests that run real batond processes in
+// isolated network namespaces. They need root and iproute2; without them
+// they skip loudly (and fail when CI=true).
+//
+//	go test ./e2e/ -run TestNamespaceCluster -v -count=1
+//
+// Set E2E_ARTIFACTS to a directory to keep the daemons' logs there.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-relay/baton/internal/nstest"
+)
+
+const (
+	numNodes   = 4
+	httpPort   = 8380
+	pollEvery  = 50 * time.Millisecond
+	reqTimeout = time.Second
+
+	// The product goal for forming the mesh is 3 s; the test fails only
+	// past this generous limit, since test machines are noisy, and logs
+	// the measured figure either way.
+	formGoal     = 3 * time.Second
+	formDeadline = 10 * time.Second
+)
+
+// status is the part of GET /status this test reads.
+type status struct {
+	Node         string   `json:"node"`
+	Members      []string `json:"members"`
+	Hops         uint64   `json:"hops"`
+	Routes       []string `json:"routes"`
+	MemberStates []struct {
+		Name  string `json:"name"`
+		State string `json:"state"`
+	} `json:"member_states"`
+}
+
+// node is one batond process in its namespace.
+type node struct {
+	name   string
+	ns     *nstest.NS
+	dev    string
+	addr   netip.Addr
+	url    string
+	client *http.Client
+	log    string // stderr and stdout of the daemon
+
+	proc    *nstest.Proc
+	started time.Time
+}
+
+// get fetches the node's status from inside its namespace.
+func (n *node) get() (*status, error) {
+	resp, err := n.client.Get(n.url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", n.url, resp.Status)
+	}
+	var st status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("%s: %w", n.url, err)
+	}
+	return &st, nil
+}
+
+// getAll fetches the status of every node concurrently; failed fetches
+// leave nil and an error.
+func getAll(nodes []*node) ([]*status, []error) {
+	sts := make([]*status, len(nodes))
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sts[i], errs[i] = n.get()
+		}()
+	}
+	wg.Wait()
+	return sts, errs
+}
+
+// poll calls check every pollEvery until it returns true or the deadline
+// passes; it returns how long it took, and false on timeout.
+func poll(timeout time.Duration, check func() bool) (time.Duration, bool) {
+	start := time.Now()
+	deadline := start.Add(timeout)
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	for {
+		if check() {
+			return time.Since(start), true
+		}
+		if time.Now().After(deadline) {
+			return time.Since(start), false
+		}
+		<-tick.C
+	}
+}
+
+func TestNamespaceCluster(t *testing.T) {
+	nstest.Require(t)
+	bin := buildBatond(t)
+
+	star := nstest.NewStar(t, numNodes)
+	t.Logf("topology: switch %s (bridge %s), subnet %s/24",
+		star.Switch.Name, star.Bridge, star.Nodes[0].Addr)
+
+	secret := nstest.Suffix() + nstest.Suffix() + nstest.Suffix()
+	clusterName := "e2e-" + nstest.Suffix()
+	logDir := t.TempDir()
+	if d := os.Getenv("E2E_ARTIFACTS"); d != "" {
+		logDir = filepath.Join(d, clusterName)
+		if err := os.MkdirAll(logDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var nodes []*node
+	for i, sn := range star.Nodes {
+		n := &node{
+			name: fmt.Sprintf("n%d", i+1),
+			ns:   sn.NS,
+			dev:  sn.Dev,
+			addr: sn.Addr,
+			url:  fmt.Sprintf("http://%s/status", netip.AddrPortFrom(sn.Addr, httpPort)),
+			log:  filepath.Join(logDir, fmt.Sprintf("n%d.log", i+1)),
+		}
+		n.client = sn.NS.HTTPClient(reqTimeout)
+		nodes = append(nodes, n)
+	}
+	// Registered after the namespaces, so it runs before they are deleted.
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.client.CloseIdleConnections()
+		}
+		if t.Failed() {
+			dumpLogs(t, nodes)
+		}
+	})
+
+	env := func(n *node) []string {
+		return []string{
+			// PATH only for ip netns exec; nothing else is inherited,
+			// so no stray BATON_* or proxy variable leaks in.
+			"PATH=" + os.Getenv("PATH"),
+			"BATON_NODE_NAME=" + n.name,
+			"BATON_SECRET=" + secret,
+			"BATON_CLUSTER_NAME=" + clusterName,
+			"BATON_MULTICAST_IF=" + n.dev,
+			"BATON_HTTP_ADDR=" + netip.AddrPortFrom(n.addr, httpPort).String(),
+			fmt.Sprintf("BATON_MIN_NODES=%d", numNodes),
+			"BATON_LOG_LEVEL=info",
+		}
+	}
+	for _, n := range nodes {
+		startNode(t, bin, n, env(n))
+	}
+	lastStart := nodes[len(nodes)-1].started
+	var started []string
+	for _, n := range nodes {
+		started = append(started, fmt.Sprintf("%s pid %d in %s at %s", n.name, n.proc.Pid(), n.ns.Name, n.addr))
+	}
+	t.Logf("started %d daemons within %v: %s", len(nodes),
+		lastStart.Sub(nodes[0].started).Round(time.Millisecond), strings.Join(started, "; "))
+
+	names := make([]string, len(nodes))
+	for i, n := range nodes {
+		names[i] = n.name
+	}
+
+	// a. Formation: every node lists all members, and has a route to
+	// every other node.
+	var membersAt, routesAt time.Duration
+	var last []*status
+	var lastErrs []error
+	_, ok := poll(formDeadline, func() bool {
+		last, lastErrs = getAll(nodes)
+		now := time.Since(lastStart)
+		members, routes := true, true
+		for i, st := range last {
+			if st == nil {
+				members, routes = false, false
+				continue
+			}
+			members = members && slices.Equal(st.Members, names)
+			routes = routes && sameSet(st.Routes, without(names, nodes[i].name))
+		}
+		if members && membersAt == 0 {
+			membersAt = now
+		}
+		if routes && routesAt == 0 {
+			routesAt = now
+		}
+		return membersAt > 0 && routesAt > 0
+	})
+	checkAlive(t, nodes)
+	if !ok {
+		t.Fatalf("mesh not formed %v after the last start (members at %v, routes at %v); last statuses:\n%s",
+			formDeadline, membersAt, routesAt, describe(nodes, last, lastErrs))
+	}
+	verdict := "within"
+	if max(membersAt, routesAt) > formGoal {
+		verdict = "ABOVE"
+	}
+	t.Logf("FORMATION: mesh formed %.2fs after the last start (members), routes full %.2fs (%s the %v goal)",
+		membersAt.Seconds(), routesAt.Seconds(), verdict, formGoal)
+
+	// b. Every node relays batons, and keeps doing so.
+	relayWindow(t, nodes, 0, 10*time.Second, "4 nodes, first batons")
+	relayWindow(t, nodes, 1500*time.Millisecond, 5*time.Second, "4 nodes, window")
+	checkAlive(t, nodes)
+
+	// c. Stop one node (not n1) cleanly; the others go on without it.
+	victim := nodes[2] // n3
+	survivors := without(nodes, victim)
+	survivorNames := without(names, victim.name)
+	t.Logf("sending SIGTERM to %s (pid %d)", victim.name, victim.proc.Pid())
+	termAt := time.Now()
+	if err := victim.proc.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM %s: %v", victim.name, err)
+	}
+	if !victim.proc.Wait(15 * time.Second) {
+		t.Fatalf("%s did not exit within 15s of SIGTERM", victim.name)
+	}
+	exitAfter := time.Since(termAt)
+	if err := victim.proc.Err(); err != nil {
+		t.Fatalf("%s exited with %v after SIGTERM, want status 0", victim.name, err)
+	}
+	t.Logf("%s exited with status 0, %.2fs after SIGTERM", victim.name, exitAfter.Seconds())
+
+	var leftStates []string
+	took, ok := poll(10*time.Second, func() bool {
+		last, lastErrs = getAll(survivors)
+		for _, st := range last {
+			if st == nil || !slices.Equal(st.Members, survivorNames) {
+				return false
+			}
+		}
+		return true
+	})
+	checkAlive(t, survivors)
+	if !ok {
+		t.Fatalf("survivors do not list exactly %v within 10s of %s's exit; last statuses:\n%s",
+			survivorNames, victim.name, describe(survivors, last, lastErrs))
+	}
+	t.Logf("survivors list exactly %v %.2fs after %s exited", survivorNames, took.Seconds(), victim.name)
+	for i, st := range last {
+		for _, ms := range st.MemberStates {
+			if ms.Name != victim.name {
+				continue
+			}
+			leftStates = append(leftStates, survivors[i].name+":"+ms.State)
+			if ms.State != "left" {
+				t.Errorf("%s sees the stopped node %s as %q, want \"left\" (a clean stop)",
+					survivors[i].name, victim.name, ms.State)
+			}
+		}
+	}
+	t.Logf("member_states of %s on the survivors: %v", victim.name, leftStates)
+
+	relayWindow(t, survivors, 1500*time.Millisecond, 5*time.Second, "3 survivors, window 1")
+	relayWindow(t, survivors, 1500*time.Millisecond, 5*time.Second, "3 survivors, window 2")
+	checkAlive(t, survivors)
+}
+
+// buildBatond builds cmd/batond once into a temporary directory.
+func buildBatond(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		t.Fatal("go env GOMOD: not inside the module")
+	}
+	root := filepath.Dir(gomod)
+	bin := filepath.Join(t.TempDir(), "batond")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/batond")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/batond: %v\n%s", err, out)
+	}
+	t.Logf("built %s in %v", bin, time.Since(start).Round(time.Millisecond))
+	return bin
+}
+
+// startNode starts batond in the node's namespace, configured by env
+// alone, with its output in n.log. At cleanup a still running daemon is
+// sent SIGTERM, then SIGKILL, by its own pid, each with a deadline.
+func startNode(t *testing.T, bin string, n *node, env []string) {
+	t.Helper()
+	f, err := os.Create(n.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close() // the child has its own copy
+	// No CommandContext: the daemon is stopped only by signals to its pid.
+	cmd := n.ns.Command(context.Background(), bin)
+	cmd.Env = env
+	cmd.Stdout = f
+	cmd.Stderr = f
+	n.proc, err = nstest.Start(cmd)
+	if err != nil {
+		t.Fatalf("start %s: %v", n.name, err)
+	}
+	n.started = time.Now()
+	t.Cleanup(func() {
+		if err := n.proc.Stop(12 * time.Second); err != nil {
+			t.Errorf("cleanup: %s: %v", n.name, err)
+		}
+	})
+}
+
+// checkAlive fails the test if a daemon that should run has exited.
+func checkAlive(t *testing.T, nodes []*node) {
+	t.Helper()
+	for _, n := range nodes {
+		if !n.proc.Running() {
+			t.Fatalf("%s (pid %d) exited unexpectedly: %v", n.name, n.proc.Pid(), n.proc.Err())
+		}
+	}
+}
+
+// relayWindow checks that every node keeps relaying: it polls until at
+// least window has passed since the call and every node's hops is above
+// zero and above its value at the call, failing after timeout. It logs
+// each node's hops and rate over the window.
+func relayWindow(t *testing.T, nodes []*node, window, timeout time.Duration, what string) {
+	t.Helper()
+	before, errs := getAll(nodes)
+	for i, st := range before {
+		if st == nil {
+			t.Fatalf("%s: %s status: %v", what, nodes[i].name, errs[i])
+		}
+	}
+	start := time.Now()
+	var last []*status
+	var lastErrs []error
+	var grewAt time.Duration
+	took, ok := poll(timeout, func() bool {
+		last, lastErrs = getAll(nodes)
+		for i, st := range last {
+			if st == nil || st.Hops == 0 || st.Hops <= before[i].Hops {
+				return false
+			}
+		}
+		if grewAt == 0 {
+			grewAt = time.Since(start)
+		}
+		return time.Since(start) >= window
+	})
+	if !ok {
+		t.Fatalf("%s: not every node relayed a baton within %v; hops at start: %s; now:\n%s",
+			what, timeout, hopsOf(nodes, before), describe(nodes, last, lastErrs))
+	}
+	var rates []string
+	for i, n := range nodes {
+		rates = append(rates, fmt.Sprintf("%s %.0f/s", n.name, float64(last[i].Hops-before[i].Hops)/took.Seconds()))
+	}
+	t.Logf("%s: all relaying (all grew within %.2fs); hops %s -> %s over %.2fs (%s)",
+		what, grewAt.Seconds(), hopsOf(nodes, before), hopsOf(nodes, last), took.Seconds(), strings.Join(rates, ", "))
+}
+
+func hopsOf(nodes []*node, sts []*status) string {
+	parts := make([]string, len(nodes))
+	for i, n := range nodes {
+		if sts[i] == nil {
+			parts[i] = n.name + "=?"
+		} else {
+			parts[i] = fmt.Sprintf("%s=%d", n.name, sts[i].Hops)
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func describe(nodes []*node, sts []*status, errs []error) string {
+	var b strings.Builder
+	for i, n := range nodes {
+		switch {
+		case sts == nil || i >= len(sts):
+			fmt.Fprintf(&b, "  %s: no status\n", n.name)
+		case sts[i] == nil:
+			fmt.Fprintf(&b, "  %s: %v\n", n.name, errs[i])
+		default:
+			st := sts[i]
+			var states []string
+			for _, ms := range st.MemberStates {
+				states = append(states, ms.Name+":"+ms.State)
+			}
+			fmt.Fprintf(&b, "  %s: members=%v routes=%v hops=%d states=%v\n",
+				n.name, st.Members, st.Routes, st.Hops, states)
+		}
+	}
+	return b.String()
+}
+
+// dumpLogs prints the last lines of every daemon's log.
+func dumpLogs(t *testing.T, nodes []*node) {
+	const tail = 40
+	for _, n := range nodes {
+		b, err := os.ReadFile(n.log)
+		if err != nil {
+			t.Logf("log of %s: %v", n.name, err)
+			continue
+		}
+		lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
+		if len(lines) > tail {
+			lines = lines[len(lines)-tail:]
+		}
+		t.Logf("---- last %d lines of %s (%s) ----\n%s", len(lines), n.name, n.log, bytes.Join(lines, []byte("\n")))
+	}
+}
+
+func without[T comparable](s []T, x T) []T {
+	return slices.DeleteFunc(slices.Clone(s), func(y T) bool { return y == x })
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
