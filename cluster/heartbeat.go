@@ -3,7 +3,9 @@ package cluster
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"strconv"
+	"strings"
 )
 
 // Subjects used by the cluster layer. Every subject baton uses starts with
@@ -25,6 +27,7 @@ type heartbeatMsg struct {
 	State  string `json:"state"` // "alive" or "left"
 	Batons bool   `json:"batons"`
 	Hops   uint64 `json:"hops"`
+	Client string `json:"client,omitempty"` // client URL; relays publish there directly
 }
 
 func encodeHeartbeat(hb Heartbeat, seq uint64) []byte {
@@ -39,6 +42,7 @@ func encodeHeartbeat(hb Heartbeat, seq uint64) []byte {
 		State:  state,
 		Batons: hb.Injected,
 		Hops:   hb.Hops,
+		Client: hb.ClientURL,
 	})
 	return b
 }
@@ -69,5 +73,30 @@ func decodeHeartbeat(subject string, data []byte) (Heartbeat, error) {
 	default:
 		return Heartbeat{}, fmt.Errorf("heartbeat state %q", m.State)
 	}
-	return Heartbeat{Node: m.Node, Boot: boot, Leaving: leaving, Injected: m.Batons, Hops: m.Hops}, nil
+	if m.Client != "" && !validClientURL(m.Client) {
+		return Heartbeat{}, fmt.Errorf("heartbeat client URL %q is not nats://host:port", m.Client)
+	}
+	return Heartbeat{
+		Node:      m.Node,
+		Boot:      boot,
+		Leaving:   leaving,
+		Injected:  m.Batons,
+		Hops:      m.Hops,
+		ClientURL: m.Client,
+	}, nil
+}
+
+// validClientURL accepts only nats://<IP>:<port>: a heartbeat must not be
+// able to make relays dial a host name or another scheme.
+func validClientURL(s string) bool {
+	rest, ok := strings.CutPrefix(s, "nats://")
+	if !ok {
+		return false
+	}
+	host, port, err := net.SplitHostPort(rest)
+	if err != nil || net.ParseIP(host) == nil {
+		return false
+	}
+	p, err := strconv.Atoi(port)
+	return err == nil && p > 0 && p < 65536
 }

@@ -74,13 +74,14 @@ func (c MembershipConfig) Validate() error {
 
 // Member is one row of the membership table.
 type Member struct {
-	Name     string    `json:"name"`
-	State    State     `json:"state"`
-	Boot     uint64    `json:"boot"`
-	LastSeen time.Time `json:"-"` // this node's clock, when the last heartbeat arrived
-	Since    time.Time `json:"-"` // this node's clock, when State was entered
-	Injected bool      `json:"-"` // the member reports that batons are in flight
-	Hops     uint64    `json:"hops"`
+	Name      string    `json:"name"`
+	State     State     `json:"state"`
+	Boot      uint64    `json:"boot"`
+	LastSeen  time.Time `json:"-"` // this node's clock, when the last heartbeat arrived
+	Since     time.Time `json:"-"` // this node's clock, when State was entered
+	Injected  bool      `json:"-"` // the member reports that batons are in flight
+	Hops      uint64    `json:"hops"`
+	ClientURL string    `json:"-"` // where its NATS server takes client connections
 }
 
 // Transition records one change of a member's state, for logs and metrics.
@@ -92,11 +93,12 @@ type Transition struct {
 
 // Heartbeat is what membership learns from one heartbeat message.
 type Heartbeat struct {
-	Node     string
-	Boot     uint64
-	Leaving  bool
-	Injected bool
-	Hops     uint64
+	Node      string
+	Boot      uint64
+	Leaving   bool
+	Injected  bool
+	Hops      uint64
+	ClientURL string
 }
 
 // Membership is the pure membership state machine. It does no I/O and
@@ -131,7 +133,7 @@ func (m *Membership) Observe(hb Heartbeat, now time.Time) (Transition, bool) {
 	}
 	from := mem.State
 	mem.Boot, mem.LastSeen = hb.Boot, now
-	mem.Injected, mem.Hops = hb.Injected, hb.Hops
+	mem.Injected, mem.Hops, mem.ClientURL = hb.Injected, hb.Hops, hb.ClientURL
 	to := StateAlive
 	if hb.Leaving {
 		to = StateLeft

@@ -385,7 +385,7 @@ func (n *Node) memberLoop() {
 }
 
 func (n *Node) publishHeartbeat() {
-	hb := Heartbeat{Node: n.cfg.Name, Boot: n.boot, Leaving: n.leaving.Load()}
+	hb := Heartbeat{Node: n.cfg.Name, Boot: n.boot, Leaving: n.leaving.Load(), ClientURL: n.srv.ClientURL()}
 	if n.cfg.Status != nil {
 		hb.Hops, hb.Injected = n.cfg.Status()
 	}

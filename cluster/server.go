@@ -50,10 +50,11 @@ type ServerConfig struct {
 // only through SetRoutes; in a Node, the route manager goroutine is the
 // sole caller.
 type Server struct {
-	ns       *server.Server
-	cfg      ServerConfig
-	log      *natsLogger
-	routeURL string // advertised, without credentials
+	ns        *server.Server
+	cfg       ServerConfig
+	log       *natsLogger
+	routeURL  string // advertised, without credentials
+	clientURL string // advertised client address peers' relays dial
 
 	mu       sync.Mutex // serialises reloads and guards template
 	template *server.Options
@@ -140,6 +141,9 @@ func (s *Server) fixAdvertise() error {
 	}
 	hostPort := net.JoinHostPort(host, strconv.Itoa(addr.Port))
 	s.routeURL = "nats-route://" + hostPort
+	if ca, ok := s.ns.Addr().(*net.TCPAddr); ok {
+		s.clientURL = "nats://" + net.JoinHostPort(host, strconv.Itoa(ca.Port))
+	}
 
 	if s.cfg.AdvertiseHost == "" || s.template.Cluster.Advertise != "" {
 		return nil
@@ -158,8 +162,9 @@ func (s *Server) fixAdvertise() error {
 // RouteURL is the route address this node announces, without credentials.
 func (s *Server) RouteURL() string { return s.routeURL }
 
-// ClientURL is the address of the client listener.
-func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+// ClientURL is the advertised address of the client listener: the
+// advertise host with the bound client port.
+func (s *Server) ClientURL() string { return s.clientURL }
 
 // NATS returns the embedded server, for inspection.
 func (s *Server) NATS() *server.Server { return s.ns }

@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/baton-relay/baton/cluster"
-	"github.com/nats-io/nats.go"
+	"github.com/baton-relay/baton/internal/natsproto"
 )
 
 // Config describes one node's relay.
@@ -21,6 +22,9 @@ type Config struct {
 	MinNodes int // alive members needed before injecting
 	Strategy Strategy
 	Leader   string // preferred leader; empty means the lowest alive name
+	// Direct publishes batons straight to the receiving peer's server;
+	// see direct.go. Off, every baton takes the route path.
+	Direct bool
 	// Settle is how long the set of alive members must stay unchanged
 	// before the leader injects, so that nodes still joining do not each
 	// see themselves as the lowest and inject too.
@@ -36,26 +40,36 @@ type Membership interface {
 	Changes() <-chan struct{}
 }
 
-// Dialer opens the relay's own NATS connection with the given options.
-type Dialer func(opts ...nats.Option) (*nats.Conn, error)
+// Dialer opens a raw connection to the NATS server, normally an
+// in-process pipe to the embedded one.
+type Dialer func() (net.Conn, error)
 
-// Relay is one node's relay: a subscription on the node's own subject
-// whose handler passes every baton on, plus a control goroutine that
-// injects batons when this node is the leader and re-sends batons that
-// were parked because no peer was alive.
+// Relay is one node's relay: a serve goroutine that reads batons from the
+// node's own subject and passes each one on, plus a control goroutine
+// that injects batons when this node is the leader and re-sends batons
+// that were parked because no peer was alive.
 //
-// Start begins both. Stop drains the subscription (batons already queued
-// here are still passed on), closes the connection and waits for the
-// control goroutine.
+// The serve goroutine is the whole hot path: it parses a baton, picks a
+// peer and queues the next publish on the same connection, and writes its
+// queue out once its input is drained (see natsproto). A hop costs no
+// goroutine hand-off inside the relay and no allocation.
+//
+// Start begins both goroutines. Stop drains the subscription (batons
+// already on their way here are still passed on), closes the connection
+// and waits for both.
 type Relay struct {
-	cfg Config
-	m   Membership
-	log *slog.Logger
-	nc  *nats.Conn
-	sub *nats.Subscription
+	cfg  Config
+	m    Membership
+	log  *slog.Logger
+	conn *natsproto.Conn
 
-	hot  *passer // used only by the subscription's handler goroutine
+	hot  *passer // used only by the serve goroutine
 	ctrl *passer // used only by the control goroutine
+
+	// direct holds the publish-only connections to peers' servers (see
+	// direct.go), replaced whole by the control goroutine, which owns ds.
+	direct atomic.Pointer[map[string]*natsproto.Conn]
+	ds     *directSet
 
 	hops     atomic.Uint64
 	bad      atomic.Uint64
@@ -65,50 +79,55 @@ type Relay struct {
 	parkMu sync.Mutex
 	parked []uint64 // counters of batons waiting for a peer
 
-	closed chan struct{} // closed by the connection's closed handler
-	stop   chan struct{}
-	wg     sync.WaitGroup
-	once   sync.Once
+	served   chan error    // the result of Serve
+	stop     chan struct{} // closed by Stop
+	ctrlDone chan struct{} // closed when the control goroutine returns
+	wg       sync.WaitGroup
+	once     sync.Once
 }
 
-// Start connects, subscribes and starts the control goroutine.
+// sid is the relay connection's only subscription id.
+const sid = 1
+
+// Start connects, subscribes and starts the serve and control goroutines.
 func Start(cfg Config, dial Dialer, m Membership) (*Relay, error) {
 	r := &Relay{
-		cfg:    cfg,
-		m:      m,
-		log:    cfg.Logger.With("component", "relay"),
-		closed: make(chan struct{}),
-		stop:   make(chan struct{}),
+		cfg:      cfg,
+		m:        m,
+		log:      cfg.Logger.With("component", "relay"),
+		served:   make(chan error, 1),
+		stop:     make(chan struct{}),
+		ctrlDone: make(chan struct{}),
+		ds:       newDirectSet(),
 	}
+	r.direct.Store(&map[string]*natsproto.Conn{})
 	seed := rand.Uint64()
 	r.hot = newPasser(r, rand.New(rand.NewPCG(seed, 1)))
 	r.ctrl = newPasser(r, rand.New(rand.NewPCG(seed, 2)))
 
-	nc, err := dial(
-		nats.ClosedHandler(func(*nats.Conn) { close(r.closed) }),
-		nats.ErrorHandler(r.onAsyncError),
-	)
+	nc, err := dial()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("relay connection: %w", err)
 	}
-	r.nc = nc
-
-	r.sub, err = nc.Subscribe(Subject(cfg.Node), r.onBaton)
+	r.conn, err = natsproto.Handshake(nc, natsproto.ConnectOptions{Name: cfg.Node + "-relay"}, 5*time.Second)
 	if err != nil {
 		nc.Close()
+		return nil, fmt.Errorf("relay connection: %w", err)
+	}
+	if err := r.conn.Subscribe(Subject(cfg.Node), sid); err != nil {
+		r.conn.Close()
 		return nil, fmt.Errorf("subscribe %s: %w", Subject(cfg.Node), err)
 	}
-	// Batons are tiny and never pile up beyond the number in flight;
-	// lifting the limits means a burst is never dropped as a slow
-	// consumer, which would lose batons.
-	if err := r.sub.SetPendingLimits(-1, -1); err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("pending limits: %w", err)
-	}
 
-	r.wg.Add(1)
+	r.wg.Add(2)
+	go r.serve()
 	go r.control()
 	return r, nil
+}
+
+func (r *Relay) serve() {
+	defer r.wg.Done()
+	r.served <- r.conn.Serve(handler{r})
 }
 
 // Hops returns the number of batons this node has passed on.
@@ -131,33 +150,47 @@ func (r *Relay) Parked() int {
 	return len(r.parked)
 }
 
-// Stop drains and closes the connection, then stops the control
-// goroutine. Batons that arrive while draining are passed on. Safe to
-// call twice.
+// Stop drains the subscription, closes the connection and stops both
+// goroutines. Batons that arrive while draining are passed on. If ctx
+// ends first, the connection is closed without waiting for the drain.
+// Safe to call twice.
 func (r *Relay) Stop(ctx context.Context) error {
 	var err error
 	r.once.Do(func() {
-		if derr := r.nc.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
+		close(r.stop) // no more injections or releases
+
+		if derr := r.conn.Drain(sid); derr != nil {
 			err = fmt.Errorf("drain relay connection: %w", derr)
 		}
 		select {
-		case <-r.closed:
+		case serr := <-r.served:
+			if !errors.Is(serr, natsproto.ErrDrained) && err == nil {
+				err = fmt.Errorf("relay connection: %w", serr)
+			}
 		case <-ctx.Done():
-			r.nc.Close()
 			err = fmt.Errorf("drain relay connection: %w", ctx.Err())
 		}
-		close(r.stop)
+		r.conn.Close()
+		<-r.ctrlDone // the control goroutine owns the direct set
+		r.closeDirect()
 		r.wg.Wait()
 	})
 	return err
 }
 
-func (r *Relay) onBaton(m *nats.Msg) {
+// handler adapts the relay to natsproto.Handler; its methods run on the
+// serve goroutine.
+type handler struct{ r *Relay }
+
+func (h handler) Msg(m *natsproto.Msg) {
+	r := h.r
+	if m.Oversize {
+		r.countBad("larger than any baton", nil)
+		return
+	}
 	n, err := ParseCounter(m.Data)
 	if err != nil {
-		if r.bad.Add(1)%1000 == 1 {
-			r.log.Warn("dropped message that is not a baton", "subject", m.Subject, "err", err)
-		}
+		r.countBad("not a baton", err)
 		return
 	}
 	r.seen.Store(true)
@@ -166,13 +199,24 @@ func (r *Relay) onBaton(m *nats.Msg) {
 	}
 }
 
-func (r *Relay) onAsyncError(_ *nats.Conn, _ *nats.Subscription, err error) {
-	r.log.Error("relay connection error", "err", err)
+func (h handler) ServerError(text string) {
+	h.r.log.Error("nats server reported an error to the relay", "err", text)
 }
 
-// control injects batons when this node leads and releases parked ones.
+// Drained writes out the batons queued on direct connections.
+func (h handler) Drained() { h.r.hot.flushDirect() }
+
+func (r *Relay) countBad(why string, err error) {
+	if n := r.bad.Add(1); n%1000 == 1 {
+		r.log.Warn("dropped message on the baton subject", "why", why, "err", err, "bad_total", n)
+	}
+}
+
+// control injects batons when this node leads, releases parked ones and
+// keeps the direct connections in step with the membership.
 func (r *Relay) control() {
 	defer r.wg.Done()
+	defer close(r.ctrlDone)
 
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -182,12 +226,19 @@ func (r *Relay) control() {
 		select {
 		case <-r.stop:
 			return
+		case res := <-r.ds.results:
+			r.addDialed(res)
+			continue
 		case <-r.m.Changes():
 		case <-tick.C:
 		}
 
+		now := time.Now()
 		v := r.m.View()
-		if n := inj.decide(v, r.cfg, r.seen.Load(), time.Now()); n > 0 {
+		if r.cfg.Direct {
+			r.syncDirect(v, now)
+		}
+		if n := inj.decide(v, r.cfg, r.seen.Load(), now); n > 0 {
 			r.inject(n, v)
 		}
 		r.releaseParked()
@@ -200,6 +251,16 @@ func (r *Relay) inject(n int, v *cluster.View) {
 	for range n {
 		r.ctrl.pass(0)
 		r.injected.Add(1)
+	}
+	r.flush()
+}
+
+// flush writes out what the control goroutine queued; the serve goroutine
+// flushes its own publishes.
+func (r *Relay) flush() {
+	r.ctrl.flushDirect()
+	if err := r.conn.Flush(); err != nil {
+		r.log.Warn("relay connection write failed", "err", err)
 	}
 }
 
@@ -220,6 +281,9 @@ func (r *Relay) releaseParked() {
 
 	for _, n := range held {
 		r.ctrl.pass(n)
+	}
+	if len(held) > 0 {
+		r.flush()
 	}
 }
 
@@ -260,6 +324,7 @@ type passer struct {
 	chooser  *Chooser
 	buf      []byte
 	subjects map[string]string
+	dirty    []*natsproto.Conn // direct connections with queued batons
 }
 
 func newPasser(r *Relay, rng *rand.Rand) *passer {
@@ -271,8 +336,9 @@ func newPasser(r *Relay, rng *rand.Rand) *passer {
 	}
 }
 
-// pass sends counter n to the next peer, or parks it when there is none
-// or the publish fails. It reports whether the baton was sent.
+// pass queues counter n for the next peer, or parks it when there is
+// none. It reports whether the baton was queued. A write that fails later
+// fails the whole connection, which Stop reports.
 func (p *passer) pass(n uint64) bool {
 	peer, ok := p.chooser.Next(p.r.m.View().Peers)
 	if !ok {
@@ -286,9 +352,33 @@ func (p *passer) pass(n uint64) bool {
 		p.subjects[peer] = subj
 	}
 	p.buf = AppendCounter(p.buf[:0], n)
-	if err := p.r.nc.Publish(subj, p.buf); err != nil {
-		p.r.park(n)
-		return false
+	if c, ok := p.r.directConns()[peer]; ok {
+		c.Publish(subj, nil, p.buf)
+		p.markDirty(c)
+	} else {
+		p.r.conn.Publish(subj, nil, p.buf)
 	}
 	return true
+}
+
+func (p *passer) markDirty(c *natsproto.Conn) {
+	for _, d := range p.dirty {
+		if d == c {
+			return
+		}
+	}
+	p.dirty = append(p.dirty, c)
+}
+
+// flushDirect writes out the direct connections this passer queued on. A
+// failed write means the peer's server is gone; its reader notices too,
+// and the control goroutine drops the connection.
+func (p *passer) flushDirect() {
+	for i, c := range p.dirty {
+		if err := c.Flush(); err != nil {
+			p.r.log.Debug("direct connection write failed", "err", err)
+		}
+		p.dirty[i] = nil
+	}
+	p.dirty = p.dirty[:0]
 }

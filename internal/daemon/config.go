@@ -46,6 +46,10 @@ type Config struct {
 	MinNodes   int    `envconfig:"MIN_NODES" default:"2"`
 	PeerChoice string `envconfig:"PEER_CHOICE" default:"random"`
 	Leader     string `envconfig:"LEADER"`
+	// Direct makes the relay publish each baton straight to the server
+	// of the peer that receives it (over that peer's client port)
+	// instead of through its own server and a route.
+	Direct bool `envconfig:"DIRECT" default:"true"`
 
 	AnnounceInterval  time.Duration `envconfig:"ANNOUNCE_INTERVAL" default:"1s"`
 	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"500ms"`
@@ -54,6 +58,10 @@ type Config struct {
 	RoutePing         time.Duration `envconfig:"ROUTE_PING" default:"1s"`
 	RouteGrace        time.Duration `envconfig:"ROUTE_GRACE" default:"30s"`
 	LeaveGrace        time.Duration `envconfig:"LEAVE_GRACE" default:"500ms"`
+
+	// PProf serves Go's profiler under /debug/pprof/ on BATON_HTTP_ADDR.
+	// Off by default: profiles cost CPU and reveal internals.
+	PProf bool `envconfig:"PPROF" default:"false"`
 
 	LogFormat string `envconfig:"LOG_FORMAT" default:"text"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`

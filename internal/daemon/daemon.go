@@ -13,7 +13,6 @@ import (
 
 	"github.com/baton-relay/baton/cluster"
 	"github.com/baton-relay/baton/relay"
-	"github.com/nats-io/nats.go"
 )
 
 // Version is stamped at build time with -ldflags.
@@ -95,11 +94,10 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		MinNodes: cfg.MinNodes,
 		Strategy: strategy,
 		Leader:   cfg.Leader,
+		Direct:   cfg.Direct,
 		Settle:   2 * cfg.HeartbeatInterval,
 		Logger:   log,
-	}, func(opts ...nats.Option) (*nats.Conn, error) {
-		return d.node.Server().Connect(cfg.NodeName+"-relay", opts...)
-	}, d.node)
+	}, d.node.Server().NATS().InProcessConn, d.node)
 	if err != nil {
 		return nil, err
 	}

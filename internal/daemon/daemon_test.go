@@ -39,6 +39,7 @@ func testConfig(t *testing.T, name string, port int) Config {
 		Batons:            1,
 		MinNodes:          3,
 		PeerChoice:        "random",
+		Direct:            true,
 		AnnounceInterval:  200 * time.Millisecond,
 		HeartbeatInterval: 100 * time.Millisecond,
 		SuspectAfter:      300 * time.Millisecond,
@@ -108,9 +109,18 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 }
 
 // Three daemons form a cluster, every one relays, and a clean stop of one
-// leaves the other two relaying with the baton intact.
+// leaves the other two relaying with the baton intact; with batons
+// published straight to the receiving peer's server and through routes.
 func TestDaemonsRelayAndSurviveCleanStop(t *testing.T) {
-	ds := startDaemons(t, 3, nil)
+	for _, direct := range []bool{true, false} {
+		t.Run(fmt.Sprintf("direct=%v", direct), func(t *testing.T) {
+			testRelayAndCleanStop(t, direct)
+		})
+	}
+}
+
+func testRelayAndCleanStop(t *testing.T, direct bool) {
+	ds := startDaemons(t, 3, func(c *Config) { c.Direct = direct })
 
 	waitFor(t, 5*time.Second, "all three to list three members in /status", func() bool {
 		for _, d := range ds {
@@ -132,6 +142,13 @@ func TestDaemonsRelayAndSurviveCleanStop(t *testing.T) {
 	st := getStatus(t, ds[0])
 	if st.Node != "n1" || st.Leader != "n1" || st.Batons.Injected != 1 {
 		t.Errorf("n1 status: node %q leader %q injected %d", st.Node, st.Leader, st.Batons.Injected)
+	}
+	if direct {
+		waitFor(t, 3*time.Second, "n1 to publish directly to n2 and n3", func() bool {
+			return slices.Equal(getStatus(t, ds[0]).Batons.Direct, []string{"n2", "n3"})
+		})
+	} else if got := getStatus(t, ds[0]).Batons.Direct; len(got) != 0 {
+		t.Errorf("BATON_DIRECT=false, yet n1 publishes directly to %v", got)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/baton-relay/baton/cluster"
@@ -50,6 +51,9 @@ type BatonStatus struct {
 	Injected uint64 `json:"injected"`  // batons this node injected
 	Parked   int    `json:"parked"`    // held for lack of a live peer
 	Bad      uint64 `json:"bad"`       // messages on the baton subject that were not batons
+	// Direct lists the peers this node publishes batons to directly
+	// (BATON_DIRECT); batons to the others take the route path.
+	Direct []string `json:"direct"`
 }
 
 // Status returns this node's current status.
@@ -75,6 +79,7 @@ func (d *Daemon) Status() Status {
 			Injected: d.relay.Injected(),
 			Parked:   d.relay.Parked(),
 			Bad:      d.relay.Bad(),
+			Direct:   d.relay.DirectPeers(),
 		},
 		Discovery:     d.node.DiscoveryStats(),
 		BadHeartbeats: d.node.BadHeartbeats(),
@@ -103,5 +108,11 @@ func (d *Daemon) Handler() http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(d.Status())
 	})
+	if d.cfg.PProf {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	}
 	return mux
 }

@@ -1,0 +1,224 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/baton-relay/baton/cluster"
+	"github.com/baton-relay/baton/internal/natsproto"
+)
+
+// Direct connections.
+//
+// A baton published on this node's own server travels: relay -> server
+// (client read loop) -> route write loop -> TCP -> peer server (route read
+// loop) -> client write loop -> peer relay. Each arrow inside a process is
+// a goroutine hand-off, and on a busy machine each hand-off can mean
+// waking a thread; that, not computation, is what a hop costs.
+//
+// NATS lets a client publish to any server of the cluster, so the relay
+// also keeps a client connection to every live peer's server and
+// publishes each baton straight to the server of the peer that will
+// receive it: relay -> TCP -> peer server -> peer relay. The subject and
+// the payload are the same, the cluster still sees every baton (a
+// `nats sub 'baton.>'` on any node gets it through the routes), and
+// membership, routes and discovery are untouched. When no direct
+// connection to a peer is up (yet), batons take the route path, which
+// is slower but always there.
+
+const (
+	dialTimeout   = time.Second
+	directTimeout = 2 * time.Second // handshake and every write
+	redialAfter   = time.Second
+)
+
+// peerConn is a publish-only connection to a peer's server. Its reader
+// goroutine answers the server's PINGs and closes done when the
+// connection fails or is closed.
+type peerConn struct {
+	name string
+	url  string
+	conn *natsproto.Conn
+	done chan struct{}
+}
+
+func (pc *peerConn) failed() bool {
+	select {
+	case <-pc.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// dialResult is what a dial goroutine hands back to the control goroutine.
+type dialResult struct {
+	name, url string
+	pc        *peerConn
+	err       error
+}
+
+// directSet is owned by the control goroutine. It publishes the current
+// connections to the serve goroutine through Relay.direct.
+type directSet struct {
+	conns    map[string]*peerConn
+	dialing  map[string]bool
+	lastDial map[string]time.Time
+	results  chan dialResult
+	cancel   context.CancelFunc
+	ctx      context.Context
+}
+
+func newDirectSet() *directSet {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &directSet{
+		conns:    make(map[string]*peerConn),
+		dialing:  make(map[string]bool),
+		lastDial: make(map[string]time.Time),
+		results:  make(chan dialResult, 16),
+		ctx:      ctx,
+		cancel:   cancel,
+	}
+}
+
+// wantedPeers returns the client URLs of the alive peers that announce one.
+func wantedPeers(v *cluster.View) map[string]string {
+	want := make(map[string]string)
+	for _, m := range v.Members {
+		if m.State == cluster.StateAlive && m.Name != v.Self && m.ClientURL != "" {
+			want[m.Name] = m.ClientURL
+		}
+	}
+	return want
+}
+
+// syncDirect closes connections to peers that are gone, failed or moved,
+// and starts dials to peers without one. It runs on the control goroutine.
+func (r *Relay) syncDirect(v *cluster.View, now time.Time) {
+	ds := r.ds
+	want := wantedPeers(v)
+	changed := false
+
+	for name, pc := range ds.conns {
+		if url, ok := want[name]; !ok || url != pc.url || pc.failed() {
+			pc.conn.Close()
+			delete(ds.conns, name)
+			changed = true
+		}
+	}
+	for name, url := range want {
+		if _, ok := ds.conns[name]; ok || ds.dialing[name] || now.Sub(ds.lastDial[name]) < redialAfter {
+			continue
+		}
+		ds.dialing[name], ds.lastDial[name] = true, now
+		r.wg.Add(1)
+		go r.dialPeer(name, url)
+	}
+	if changed {
+		r.publishDirect()
+	}
+}
+
+// addDialed takes a finished dial. It runs on the control goroutine.
+func (r *Relay) addDialed(res dialResult) {
+	ds := r.ds
+	delete(ds.dialing, res.name)
+	if res.err != nil {
+		r.log.Debug("no direct connection to peer; batons take the route", "peer", res.name, "url", res.url, "err", res.err)
+		return
+	}
+	if old, ok := ds.conns[res.name]; ok {
+		old.conn.Close()
+	}
+	ds.conns[res.name] = res.pc
+	r.publishDirect()
+	r.log.Debug("direct connection to peer", "peer", res.name, "url", res.url)
+}
+
+func (r *Relay) publishDirect() {
+	m := make(map[string]*natsproto.Conn, len(r.ds.conns))
+	for name, pc := range r.ds.conns {
+		m[name] = pc.conn
+	}
+	r.direct.Store(&m)
+}
+
+// dialPeer connects to a peer's server and starts the connection's reader.
+func (r *Relay) dialPeer(name, url string) {
+	defer r.wg.Done()
+
+	pc, err := r.connectPeer(name, url)
+	select {
+	case r.ds.results <- dialResult{name: name, url: url, pc: pc, err: err}:
+	case <-r.ds.ctx.Done():
+		if pc != nil {
+			pc.conn.Close()
+		}
+	}
+}
+
+func (r *Relay) connectPeer(name, url string) (*peerConn, error) {
+	addr, ok := strings.CutPrefix(url, "nats://")
+	if !ok {
+		return nil, fmt.Errorf("not a nats:// URL: %q", url)
+	}
+	d := net.Dialer{Timeout: dialTimeout}
+	nc, err := d.DialContext(r.ds.ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := natsproto.Handshake(nc, natsproto.ConnectOptions{
+		Name:         r.cfg.Node + "-relay-to-" + name,
+		WriteTimeout: directTimeout,
+	}, directTimeout)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+
+	pc := &peerConn{name: name, url: url, conn: conn, done: make(chan struct{})}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer close(pc.done)
+		conn.Serve(peerHandler{r: r, peer: name})
+	}()
+	return pc, nil
+}
+
+// closeDirect closes every direct connection and stops pending dials.
+func (r *Relay) closeDirect() {
+	r.ds.cancel()
+	for _, pc := range r.ds.conns {
+		pc.conn.Close()
+	}
+	empty := map[string]*natsproto.Conn{}
+	r.direct.Store(&empty)
+}
+
+// peerHandler serves a publish-only connection: it never subscribes, so
+// it only sees PINGs (answered by natsproto) and errors.
+type peerHandler struct {
+	r    *Relay
+	peer string
+}
+
+func (h peerHandler) Msg(*natsproto.Msg) {}
+func (h peerHandler) Drained()           {}
+
+func (h peerHandler) ServerError(text string) {
+	h.r.log.Warn("peer server reported an error on the direct connection", "peer", h.peer, "err", text)
+}
+
+// directConns returns a snapshot of the direct connections.
+func (r *Relay) directConns() map[string]*natsproto.Conn { return *r.direct.Load() }
+
+// DirectPeers returns the names of the peers with a direct connection.
+func (r *Relay) DirectPeers() []string {
+	return slices.Sorted(maps.Keys(r.directConns()))
+}
