@@ -56,3 +56,37 @@ func ParseCounter(b []byte) (uint64, error) {
 	}
 	return n, nil
 }
+
+// Batons carry their id in a NATS header, so the payload stays the bare
+// counter: `nats sub` shows "Baton: 3" above "48213".
+const (
+	headerPrefix = "NATS/1.0\r\nBaton: "
+	headerSuffix = "\r\n\r\n"
+)
+
+// MaxBatonID is the largest baton id; ids are 0 to BATON_BATONS-1.
+const MaxBatonID = 1<<31 - 1
+
+// AppendHeader appends the header block of baton id to dst.
+func AppendHeader(dst []byte, id uint32) []byte {
+	dst = append(dst, headerPrefix...)
+	dst = strconv.AppendUint(dst, uint64(id), 10)
+	return append(dst, headerSuffix...)
+}
+
+// ParseHeader reads the baton id from a header block. Only the block
+// AppendHeader writes is accepted, byte for byte, with no other headers:
+// anything else is not a baton. It does not allocate.
+func ParseHeader(h []byte) (uint32, error) {
+	if len(h) < len(headerPrefix)+1+len(headerSuffix) ||
+		string(h[:len(headerPrefix)]) != headerPrefix ||
+		string(h[len(h)-len(headerSuffix):]) != headerSuffix {
+		return 0, fmt.Errorf("%w: no baton header", ErrBadBaton)
+	}
+	digits := h[len(headerPrefix) : len(h)-len(headerSuffix)]
+	n, err := ParseCounter(digits)
+	if err != nil || n > MaxBatonID {
+		return 0, fmt.Errorf("%w: bad baton id %q", ErrBadBaton, digits)
+	}
+	return uint32(n), nil
+}

@@ -44,3 +44,29 @@ func TestCounterNoAllocs(t *testing.T) {
 		t.Errorf("%v allocations per parse and append, want 0", allocs)
 	}
 }
+
+func TestHeaderRoundTrip(t *testing.T) {
+	for _, id := range []uint32{0, 7, MaxBatonID} {
+		h := AppendHeader(nil, id)
+		got, err := ParseHeader(h)
+		if err != nil || got != id {
+			t.Errorf("ParseHeader(%q) = %d, %v; want %d", h, got, err, id)
+		}
+	}
+}
+
+func TestParseHeaderRejects(t *testing.T) {
+	for _, h := range []string{
+		"",
+		"NATS/1.0\r\n\r\n",
+		"NATS/1.0\r\nBaton: \r\n\r\n",
+		"NATS/1.0\r\nBaton: x\r\n\r\n",
+		"NATS/1.0\r\nBaton: 2147483648\r\n\r\n", // above MaxBatonID
+		"NATS/1.0\r\nBaton: 1\r\nOther: 2\r\n\r\n",
+		"NATS/1.0 503\r\nBaton: 1\r\n\r\n",
+	} {
+		if id, err := ParseHeader([]byte(h)); err == nil {
+			t.Errorf("ParseHeader(%q) = %d, want an error", h, id)
+		}
+	}
+}

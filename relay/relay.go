@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/baton-relay/baton/cluster"
+	"github.com/baton-relay/baton/internal/hist"
 	"github.com/baton-relay/baton/internal/natsproto"
 )
 
@@ -76,8 +77,16 @@ type Relay struct {
 	injected atomic.Uint64
 	seen     atomic.Bool // this node injected or received a baton
 
+	// latency holds per-hop latencies: when a baton comes back to this
+	// node, the time since this node sent it divided by the hops it made
+	// meanwhile. It needs no synchronised clocks: both ends of the
+	// measurement are this node's monotonic clock.
+	latency hist.Histogram
+	start   time.Time  // origin of the monotonic stamps in sent
+	sent    []sentMark // by baton id; only the serve goroutine uses it
+
 	parkMu sync.Mutex
-	parked []uint64 // counters of batons waiting for a peer
+	parked []baton // batons waiting for a peer
 
 	served   chan error    // the result of Serve
 	stop     chan struct{} // closed by Stop
@@ -89,6 +98,23 @@ type Relay struct {
 // sid is the relay connection's only subscription id.
 const sid = 1
 
+// baton is one baton in this node's hands.
+type baton struct {
+	id      uint32
+	counter uint64
+}
+
+// sentMark records when this node last sent a baton, and with which
+// counter.
+type sentMark struct {
+	counter uint64
+	at      time.Duration // since Relay.start
+}
+
+// maxTrackedIDs bounds the latency table: batons with higher ids are
+// relayed as usual but not timed.
+const maxTrackedIDs = 1 << 16
+
 // Start connects, subscribes and starts the serve and control goroutines.
 func Start(cfg Config, dial Dialer, m Membership) (*Relay, error) {
 	r := &Relay{
@@ -99,6 +125,7 @@ func Start(cfg Config, dial Dialer, m Membership) (*Relay, error) {
 		stop:     make(chan struct{}),
 		ctrlDone: make(chan struct{}),
 		ds:       newDirectSet(),
+		start:    time.Now(),
 	}
 	r.direct.Store(&map[string]*natsproto.Conn{})
 	seed := rand.Uint64()
@@ -142,6 +169,9 @@ func (r *Relay) Bad() uint64 { return r.bad.Load() }
 
 // Injected returns the number of batons this node injected.
 func (r *Relay) Injected() uint64 { return r.injected.Load() }
+
+// Latency returns the per-hop latencies measured so far.
+func (r *Relay) Latency() hist.Snapshot { return r.latency.Snapshot() }
 
 // Parked returns the number of batons waiting for a peer.
 func (r *Relay) Parked() int {
@@ -188,15 +218,47 @@ func (h handler) Msg(m *natsproto.Msg) {
 		r.countBad("larger than any baton", nil)
 		return
 	}
+	id, err := ParseHeader(m.Header)
+	if err != nil {
+		r.countBad("not a baton", err)
+		return
+	}
 	n, err := ParseCounter(m.Data)
 	if err != nil {
 		r.countBad("not a baton", err)
 		return
 	}
 	r.seen.Store(true)
-	if r.hot.pass(n + 1) {
+
+	now := time.Since(r.start)
+	r.timeReturn(id, n, now)
+	b := baton{id: id, counter: n + 1}
+	if r.hot.pass(b) {
 		r.hops.Add(1)
+		r.markSent(b, now)
 	}
+}
+
+// timeReturn records the per-hop latency of a baton that came back.
+func (r *Relay) timeReturn(id uint32, counter uint64, now time.Duration) {
+	if int(id) >= len(r.sent) {
+		return
+	}
+	s := r.sent[id]
+	if s.counter == 0 || counter <= s.counter {
+		return // never sent from here, or a counter that went backwards
+	}
+	r.latency.Record((now - s.at) / time.Duration(counter-s.counter))
+}
+
+func (r *Relay) markSent(b baton, now time.Duration) {
+	if b.id >= maxTrackedIDs {
+		return
+	}
+	if int(b.id) >= len(r.sent) {
+		r.sent = append(r.sent, make([]sentMark, int(b.id)+1-len(r.sent))...)
+	}
+	r.sent[b.id] = sentMark{counter: b.counter, at: now}
 }
 
 func (h handler) ServerError(text string) {
@@ -248,8 +310,8 @@ func (r *Relay) control() {
 func (r *Relay) inject(n int, v *cluster.View) {
 	r.seen.Store(true)
 	r.log.Info("injecting batons", "batons", n, "alive", v.Alive)
-	for range n {
-		r.ctrl.pass(0)
+	for id := range n {
+		r.ctrl.pass(baton{id: uint32(id)})
 		r.injected.Add(1)
 	}
 	r.flush()
@@ -264,9 +326,9 @@ func (r *Relay) flush() {
 	}
 }
 
-func (r *Relay) park(n uint64) {
+func (r *Relay) park(b baton) {
 	r.parkMu.Lock()
-	r.parked = append(r.parked, n)
+	r.parked = append(r.parked, b)
 	r.parkMu.Unlock()
 }
 
@@ -279,8 +341,8 @@ func (r *Relay) releaseParked() {
 	r.parked = nil
 	r.parkMu.Unlock()
 
-	for _, n := range held {
-		r.ctrl.pass(n)
+	for _, b := range held {
+		r.ctrl.pass(b)
 	}
 	if len(held) > 0 {
 		r.flush()
@@ -318,10 +380,11 @@ func (j *injector) decide(v *cluster.View, cfg Config, seen bool, now time.Time)
 }
 
 // passer sends a baton to a chosen peer. Each goroutine that sends has its
-// own, so the chooser, buffer and subject cache need no lock.
+// own, so the chooser, buffers and subject cache need no lock.
 type passer struct {
 	r        *Relay
 	chooser  *Chooser
+	hdr      []byte
 	buf      []byte
 	subjects map[string]string
 	dirty    []*natsproto.Conn // direct connections with queued batons
@@ -331,18 +394,19 @@ func newPasser(r *Relay, rng *rand.Rand) *passer {
 	return &passer{
 		r:        r,
 		chooser:  NewChooser(r.cfg.Strategy, r.cfg.Node, rng),
+		hdr:      make([]byte, 0, len(headerPrefix)+10+len(headerSuffix)),
 		buf:      make([]byte, 0, maxCounterDigits),
 		subjects: make(map[string]string),
 	}
 }
 
-// pass queues counter n for the next peer, or parks it when there is
-// none. It reports whether the baton was queued. A write that fails later
+// pass queues baton b for the next peer, or parks it when there is none.
+// It reports whether the baton was queued. A write that fails later
 // fails the whole connection, which Stop reports.
-func (p *passer) pass(n uint64) bool {
+func (p *passer) pass(b baton) bool {
 	peer, ok := p.chooser.Next(p.r.m.View().Peers)
 	if !ok {
-		p.r.park(n)
+		p.r.park(b)
 		return false
 	}
 
@@ -351,12 +415,13 @@ func (p *passer) pass(n uint64) bool {
 		subj = Subject(peer)
 		p.subjects[peer] = subj
 	}
-	p.buf = AppendCounter(p.buf[:0], n)
+	p.hdr = AppendHeader(p.hdr[:0], b.id)
+	p.buf = AppendCounter(p.buf[:0], b.counter)
 	if c, ok := p.r.directConns()[peer]; ok {
-		c.Publish(subj, nil, p.buf)
+		c.Publish(subj, p.hdr, p.buf)
 		p.markDirty(c)
 	} else {
-		p.r.conn.Publish(subj, nil, p.buf)
+		p.r.conn.Publish(subj, p.hdr, p.buf)
 	}
 	return true
 }

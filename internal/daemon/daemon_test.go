@@ -166,6 +166,10 @@ func testRelayAndCleanStop(t *testing.T, direct bool) {
 		}
 	}
 
+	if lat := getStatus(t, ds[0]).Latency; lat.Samples == 0 || lat.P50us <= 0 || lat.P99us < lat.P50us {
+		t.Errorf("n1 latency %+v: no per-hop latency measured", lat)
+	}
+
 	h1, h3 := ds[0].Relay().Hops(), ds[2].Relay().Hops()
 	waitFor(t, 3*time.Second, "n1 and n3 to keep relaying", func() bool {
 		return ds[0].Relay().Hops() > h1+100 && ds[2].Relay().Hops() > h3+100

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/baton-relay/baton/cluster"
+	"github.com/baton-relay/baton/internal/hist"
 	"github.com/baton-relay/baton/relay"
 )
 
@@ -30,6 +31,7 @@ type Status struct {
 	ClientURL     string                 `json:"client_url"`
 	Interface     string                 `json:"interface"`
 	Batons        BatonStatus            `json:"batons"`
+	Latency       LatencyStatus          `json:"latency"`
 	Discovery     cluster.DiscoveryStats `json:"discovery"`
 	BadHeartbeats uint64                 `json:"bad_heartbeats"`
 }
@@ -43,6 +45,18 @@ type MemberStatus struct {
 	// for this node itself.
 	LastHeartbeatMS *int64 `json:"last_heartbeat_ms,omitempty"`
 	Hops            uint64 `json:"hops"`
+}
+
+// LatencyStatus gives the per-hop latency this node measured since start:
+// when a baton comes back, the time since this node sent it divided by
+// the hops it made in between (one clock, so no synchronisation needed).
+type LatencyStatus struct {
+	Samples uint64  `json:"samples"`
+	P50us   float64 `json:"p50_us"`
+	P99us   float64 `json:"p99_us"`
+	// Histogram is the raw count per bucket (see internal/hist), for
+	// tools that want percentiles over an interval: take two and subtract.
+	Histogram map[int]uint64 `json:"histogram"`
 }
 
 // BatonStatus describes this node's part in the relay.
@@ -81,6 +95,7 @@ func (d *Daemon) Status() Status {
 			Bad:      d.relay.Bad(),
 			Direct:   d.relay.DirectPeers(),
 		},
+		Latency:       latencyStatus(d.relay.Latency()),
 		Discovery:     d.node.DiscoveryStats(),
 		BadHeartbeats: d.node.BadHeartbeats(),
 	}
@@ -95,6 +110,16 @@ func (d *Daemon) Status() Status {
 		st.MemberStates = append(st.MemberStates, ms)
 	}
 	return st
+}
+
+func latencyStatus(h hist.Snapshot) LatencyStatus {
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	return LatencyStatus{
+		Samples:   h.Count(),
+		P50us:     us(h.Quantile(0.50)),
+		P99us:     us(h.Quantile(0.99)),
+		Histogram: h.Sparse(),
+	}
 }
 
 func formatBoot(b uint64) string { return fmt.Sprintf("%016x", b) }
