@@ -6,7 +6,7 @@ BIN     := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/baton-relay/baton/internal/daemon.Version=$(VERSION)
 
-.PHONY: all build demo test deps check unit e2e fuzz clean
+.PHONY: all build demo test deps check unit e2e bench fuzz clean
 
 all: build
 
@@ -38,6 +38,15 @@ unit:
 
 e2e:
 	$(GO) test -count=1 -v -run TestNamespace ./e2e/
+
+# Four batond processes against a raw TCP ring of four processes (the
+# floor), in network namespaces when root, for 1, 64 and 1024 batons; prints
+# a table of medians with ratios to the floor and writes it under
+# artifacts/bench/. Then the hot path's Go benchmarks, with allocations.
+# BENCH_BATONS, BENCH_ROUNDS, BENCH_WINDOW, GOMAXPROCS: see internal/bench.
+bench:
+	$(GO) test -run '^$$' -bench BenchmarkCluster -benchtime 1x -timeout 30m ./internal/bench
+	$(GO) test -run '^$$' -bench . -benchmem ./relay ./internal/natsproto ./internal/hist
 
 # A longer run of the discovery decoder fuzzer than `make test` does.
 fuzz:

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -120,7 +119,7 @@ func poll(timeout time.Duration, check func() bool) (time.Duration, bool) {
 
 func TestNamespaceCluster(t *testing.T) {
 	nstest.Require(t)
-	bin := buildBatond(t)
+	bin := nstest.Build(t, "./cmd/batond")
 
 	star := nstest.NewStar(t, numNodes)
 	t.Logf("topology: switch %s (bridge %s), subnet %s/24",
@@ -284,34 +283,6 @@ func TestNamespaceCluster(t *testing.T) {
 	checkAlive(t, survivors)
 }
 
-// buildBatond builds cmd/batond once into a temporary directory.
-func buildBatond(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		t.Fatal("go env GOMOD: not inside the module")
-	}
-	root := filepath.Dir(gomod)
-	bin := filepath.Join(t.TempDir(), "batond")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	start := time.Now()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/batond")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/batond: %v\n%s", err, out)
-	}
-	t.Logf("built %s in %v", bin, time.Since(start).Round(time.Millisecond))
-	return bin
-}
-
-// startNode starts batond in the node's namespace, configured by env
-// alone, with its output in n.log. At cleanup a still running daemon is
-// sent SIGTERM, then SIGKILL, by its own pid, each with a deadline.
 func startNode(t *testing.T, bin string, n *node, env []string) {
 	t.Helper()
 	f, err := os.Create(n.log)
