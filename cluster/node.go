@@ -279,7 +279,9 @@ func (n *Node) routeLoop() {
 	defer n.wg.Done()
 
 	planner := NewRoutePlanner(n.cfg.Name, n.cfg.Routes)
-	tick := time.NewTicker(250 * time.Millisecond)
+	// Announcements wake this loop at once; the tick paces the checks
+	// that need time to pass (HealAfter, Grace), each a Routez call.
+	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	var linked []string
 
@@ -341,7 +343,7 @@ func (n *Node) memberLoop() {
 	var epoch uint64
 	hbTimer := time.NewTimer(0)
 	defer hbTimer.Stop()
-	tick := time.NewTicker(n.cfg.HeartbeatInterval / 4)
+	tick := time.NewTicker(n.cfg.HeartbeatInterval / 2)
 	defer tick.Stop()
 
 	for {

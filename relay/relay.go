@@ -280,7 +280,10 @@ func (r *Relay) control() {
 	defer r.wg.Done()
 	defer close(r.ctrlDone)
 
-	tick := time.NewTicker(50 * time.Millisecond)
+	// Membership changes and dial results wake this loop at once; the
+	// tick only paces the injection's settle check and redials, so it
+	// can be slow enough to cost nothing on an idle node.
+	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	var inj injector
 
