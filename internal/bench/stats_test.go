@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -50,12 +51,17 @@ func TestSpreadOf(t *testing.T) {
 // The ring node relays: two nodes in this process on loopback pass one
 // baton back and forth and measure its latency.
 func TestRingRelays(t *testing.T) {
-	ctx := t.Context()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	a, b := freeAddr(t), freeAddr(t)
 	sa, sb := freeAddr(t), freeAddr(t)
 	errs := make(chan error, 2)
-	go func() { errs <- RunRing(ctx, RingConfig{Listen: a, Next: b, Status: sa, Inject: 1, Deadline: 10 * time.Second}) }()
-	go func() { errs <- RunRing(ctx, RingConfig{Listen: b, Next: a, Status: sb, Deadline: 10 * time.Second}) }()
+	go func() {
+		errs <- RunRing(ctx, RingConfig{Listen: a, Next: b, Status: sa, Inject: 1, Deadline: 10 * time.Second})
+	}()
+	go func() {
+		errs <- RunRing(ctx, RingConfig{Listen: b, Next: a, Status: sb, Deadline: 10 * time.Second})
+	}()
 
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -67,6 +73,13 @@ func TestRingRelays(t *testing.T) {
 			t.Fatalf("ring did not relay: %+v, %v", st, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+
+	cancel() // a cancelled ring node stops without an error
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("ring node: %v", err)
+		}
 	}
 }
 
