@@ -44,8 +44,12 @@ e2e:
 # a table of medians with ratios to the floor and writes it under
 # artifacts/bench/. Then the hot path's Go benchmarks, with allocations.
 # BENCH_BATONS, BENCH_ROUNDS, BENCH_WINDOW, GOMAXPROCS: see internal/bench.
+# GOMAXPROCS=1 by default, for baton and the floor alike: the benchmark's
+# four nodes share this machine's cores, and a node that shares a machine
+# should not wake threads on cores it does not have (see README).
+BENCH_GOMAXPROCS ?= 1
 bench:
-	$(GO) test -run '^$$' -bench BenchmarkCluster -benchtime 1x -timeout 30m ./internal/bench
+	GOMAXPROCS=$(BENCH_GOMAXPROCS) $(GO) test -run '^$$' -bench BenchmarkCluster -benchtime 1x -timeout 30m ./internal/bench
 	$(GO) test -run '^$$' -bench . -benchmem ./relay ./internal/natsproto ./internal/hist
 
 # A longer run of the discovery decoder fuzzer than `make test` does.

@@ -57,8 +57,10 @@ func ParseCounter(b []byte) (uint64, error) {
 	return n, nil
 }
 
-// Batons carry their id in a NATS header, so the payload stays the bare
-// counter: `nats sub` shows "Baton: 3" above "48213".
+// Batons carry their id and epoch in a NATS header, so the payload stays
+// the bare counter: `nats sub` shows "Baton: 3.1" (baton 3, epoch 1)
+// above "48213". The epoch rises each time the leader injects a lost
+// baton again; see progress.go.
 const (
 	headerPrefix = "NATS/1.0\r\nBaton: "
 	headerSuffix = "\r\n\r\n"
@@ -67,26 +69,40 @@ const (
 // MaxBatonID is the largest baton id; ids are 0 to BATON_BATONS-1.
 const MaxBatonID = 1<<31 - 1
 
-// AppendHeader appends the header block of baton id to dst.
-func AppendHeader(dst []byte, id uint32) []byte {
+// AppendHeader appends the header block of baton id at epoch to dst.
+func AppendHeader(dst []byte, id uint32, epoch uint16) []byte {
 	dst = append(dst, headerPrefix...)
 	dst = strconv.AppendUint(dst, uint64(id), 10)
+	dst = append(dst, '.')
+	dst = strconv.AppendUint(dst, uint64(epoch), 10)
 	return append(dst, headerSuffix...)
 }
 
-// ParseHeader reads the baton id from a header block. Only the block
-// AppendHeader writes is accepted, byte for byte, with no other headers:
-// anything else is not a baton. It does not allocate.
-func ParseHeader(h []byte) (uint32, error) {
-	if len(h) < len(headerPrefix)+1+len(headerSuffix) ||
+// ParseHeader reads the baton id and epoch from a header block. Only the
+// block AppendHeader writes is accepted, byte for byte, with no other
+// headers: anything else is not a baton. The epoch must be at least 1.
+// It does not allocate.
+func ParseHeader(h []byte) (id uint32, epoch uint16, err error) {
+	if len(h) < len(headerPrefix)+3+len(headerSuffix) ||
 		string(h[:len(headerPrefix)]) != headerPrefix ||
 		string(h[len(h)-len(headerSuffix):]) != headerSuffix {
-		return 0, fmt.Errorf("%w: no baton header", ErrBadBaton)
+		return 0, 0, fmt.Errorf("%w: no baton header", ErrBadBaton)
 	}
-	digits := h[len(headerPrefix) : len(h)-len(headerSuffix)]
-	n, err := ParseCounter(digits)
-	if err != nil || n > MaxBatonID {
-		return 0, fmt.Errorf("%w: bad baton id %q", ErrBadBaton, digits)
+	v := h[len(headerPrefix) : len(h)-len(headerSuffix)]
+	dot := -1
+	for i, c := range v {
+		if c == '.' {
+			dot = i
+			break
+		}
 	}
-	return uint32(n), nil
+	if dot < 0 {
+		return 0, 0, fmt.Errorf("%w: baton header %q lacks an epoch", ErrBadBaton, v)
+	}
+	n, err1 := ParseCounter(v[:dot])
+	e, err2 := ParseCounter(v[dot+1:])
+	if err1 != nil || err2 != nil || n > MaxBatonID || e == 0 || e > MaxEpoch {
+		return 0, 0, fmt.Errorf("%w: bad baton header %q", ErrBadBaton, v)
+	}
+	return uint32(n), uint16(e), nil
 }

@@ -46,12 +46,18 @@ func TestCounterNoAllocs(t *testing.T) {
 }
 
 func TestHeaderRoundTrip(t *testing.T) {
-	for _, id := range []uint32{0, 7, MaxBatonID} {
-		h := AppendHeader(nil, id)
-		got, err := ParseHeader(h)
-		if err != nil || got != id {
-			t.Errorf("ParseHeader(%q) = %d, %v; want %d", h, got, err, id)
+	for _, c := range []struct {
+		id    uint32
+		epoch uint16
+	}{{0, 1}, {7, 2}, {MaxBatonID, MaxEpoch}} {
+		h := AppendHeader(nil, c.id, c.epoch)
+		id, epoch, err := ParseHeader(h)
+		if err != nil || id != c.id || epoch != c.epoch {
+			t.Errorf("ParseHeader(%q) = %d, %d, %v; want %d, %d", h, id, epoch, err, c.id, c.epoch)
 		}
+	}
+	if h := string(AppendHeader(nil, 3, 1)); h != "NATS/1.0\r\nBaton: 3.1\r\n\r\n" {
+		t.Errorf("header %q", h)
 	}
 }
 
@@ -60,13 +66,16 @@ func TestParseHeaderRejects(t *testing.T) {
 		"",
 		"NATS/1.0\r\n\r\n",
 		"NATS/1.0\r\nBaton: \r\n\r\n",
-		"NATS/1.0\r\nBaton: x\r\n\r\n",
-		"NATS/1.0\r\nBaton: 2147483648\r\n\r\n", // above MaxBatonID
-		"NATS/1.0\r\nBaton: 1\r\nOther: 2\r\n\r\n",
-		"NATS/1.0 503\r\nBaton: 1\r\n\r\n",
+		"NATS/1.0\r\nBaton: 3\r\n\r\n",   // no epoch
+		"NATS/1.0\r\nBaton: 3.0\r\n\r\n", // epochs start at 1
+		"NATS/1.0\r\nBaton: x.1\r\n\r\n",
+		"NATS/1.0\r\nBaton: 3.65536\r\n\r\n",
+		"NATS/1.0\r\nBaton: 2147483648.1\r\n\r\n", // above MaxBatonID
+		"NATS/1.0\r\nBaton: 1.1\r\nOther: 2\r\n\r\n",
+		"NATS/1.0 503\r\nBaton: 1.1\r\n\r\n",
 	} {
-		if id, err := ParseHeader([]byte(h)); err == nil {
-			t.Errorf("ParseHeader(%q) = %d, want an error", h, id)
+		if id, e, err := ParseHeader([]byte(h)); err == nil {
+			t.Errorf("ParseHeader(%q) = %d, %d; want an error", h, id, e)
 		}
 	}
 }

@@ -58,6 +58,7 @@ func hopRelay(tb testing.TB, s Strategy) (*Relay, handler) {
 	}
 	r, err := Start(Config{
 		Node:     "a",
+		Batons:   8,
 		MinNodes: 99, // never inject
 		Strategy: s,
 		Logger:   slog.New(slog.DiscardHandler),
@@ -79,7 +80,7 @@ func hopRelay(tb testing.TB, s Strategy) (*Relay, handler) {
 func TestHopDoesNotAllocate(t *testing.T) {
 	for _, s := range []Strategy{Random, Shuffle, Ring} {
 		r, h := hopRelay(t, s)
-		msg := &natsproto.Msg{Header: AppendHeader(nil, 3), Data: []byte("12345")}
+		msg := &natsproto.Msg{Header: AppendHeader(nil, 3, 1), Data: []byte("12345")}
 		counter := uint64(12345)
 		hop := func() {
 			counter += 4
@@ -102,7 +103,7 @@ func TestHopDoesNotAllocate(t *testing.T) {
 
 func BenchmarkHop(b *testing.B) {
 	r, h := hopRelay(b, Random)
-	msg := &natsproto.Msg{Header: AppendHeader(nil, 3), Data: make([]byte, 0, 20)}
+	msg := &natsproto.Msg{Header: AppendHeader(nil, 3, 1), Data: make([]byte, 0, 20)}
 	b.ReportAllocs()
 	for i := uint64(0); b.Loop(); i++ {
 		msg.Data = AppendCounter(msg.Data[:0], i)

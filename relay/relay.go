@@ -30,7 +30,11 @@ type Config struct {
 	// before the leader injects, so that nodes still joining do not each
 	// see themselves as the lowest and inject too.
 	Settle time.Duration
-	Logger *slog.Logger
+	// LossTimeout is how long a baton may make no visible progress
+	// before the leader injects it again (see progress.go). Zero turns
+	// loss recovery off.
+	LossTimeout time.Duration
+	Logger      *slog.Logger
 }
 
 // Membership is what the relay needs from the cluster layer.
@@ -72,10 +76,23 @@ type Relay struct {
 	direct atomic.Pointer[map[string]*natsproto.Conn]
 	ds     *directSet
 
-	hops     atomic.Uint64
-	bad      atomic.Uint64
-	injected atomic.Uint64
-	seen     atomic.Bool // this node injected or received a baton
+	hops       atomic.Uint64
+	bad        atomic.Uint64
+	injected   atomic.Uint64
+	fenced     atomic.Uint64 // copies of an older epoch dropped here
+	lost       atomic.Uint64 // batons this node (as leader) found lost
+	reinjected atomic.Uint64 // ... and injected again
+	seen       atomic.Bool   // this node injected or received a baton
+
+	// table is this node's highest known position of every baton;
+	// progress.go explains how it drives loss recovery and fencing.
+	table     *Table
+	ctl       *natsproto.Conn // progress and epoch announcements
+	reported  []Position      // last reported positions; control goroutine only
+	reportBuf []byte          // control goroutine only
+
+	lossMu   sync.Mutex
+	detector *LossDetector // the leader's; nil elsewhere; guarded by lossMu
 
 	// latency holds per-hop latencies: when a baton comes back to this
 	// node, the time since this node sent it divided by the hops it made
@@ -101,6 +118,7 @@ const sid = 1
 // baton is one baton in this node's hands.
 type baton struct {
 	id      uint32
+	epoch   uint16
 	counter uint64
 }
 
@@ -126,6 +144,8 @@ func Start(cfg Config, dial Dialer, m Membership) (*Relay, error) {
 		ctrlDone: make(chan struct{}),
 		ds:       newDirectSet(),
 		start:    time.Now(),
+		table:    NewTable(cfg.Batons),
+		reported: make([]Position, cfg.Batons),
 	}
 	r.direct.Store(&map[string]*natsproto.Conn{})
 	seed := rand.Uint64()
@@ -144,6 +164,10 @@ func Start(cfg Config, dial Dialer, m Membership) (*Relay, error) {
 	if err := r.conn.Subscribe(Subject(cfg.Node), sid); err != nil {
 		r.conn.Close()
 		return nil, fmt.Errorf("subscribe %s: %w", Subject(cfg.Node), err)
+	}
+	if err := r.startControlConn(dial); err != nil {
+		r.conn.Close()
+		return nil, err
 	}
 
 	r.wg.Add(2)
@@ -169,6 +193,18 @@ func (r *Relay) Bad() uint64 { return r.bad.Load() }
 
 // Injected returns the number of batons this node injected.
 func (r *Relay) Injected() uint64 { return r.injected.Load() }
+
+// Fenced returns the number of stale copies (an older epoch) dropped here.
+func (r *Relay) Fenced() uint64 { return r.fenced.Load() }
+
+// Lost returns the number of batons this node, as leader, found lost.
+func (r *Relay) Lost() uint64 { return r.lost.Load() }
+
+// Reinjected returns the number of lost batons this node injected again.
+func (r *Relay) Reinjected() uint64 { return r.reinjected.Load() }
+
+// Position returns the highest position of baton id known here.
+func (r *Relay) Position(id uint32) Position { return r.table.Get(id) }
 
 // Latency returns the per-hop latencies measured so far.
 func (r *Relay) Latency() hist.Snapshot { return r.latency.Snapshot() }
@@ -203,6 +239,7 @@ func (r *Relay) Stop(ctx context.Context) error {
 		r.conn.Close()
 		<-r.ctrlDone // the control goroutine owns the direct set
 		r.closeDirect()
+		r.ctl.Close()
 		r.wg.Wait()
 	})
 	return err
@@ -218,21 +255,27 @@ func (h handler) Msg(m *natsproto.Msg) {
 		r.countBad("larger than any baton", nil)
 		return
 	}
-	id, err := ParseHeader(m.Header)
+	id, epoch, err := ParseHeader(m.Header)
 	if err != nil {
 		r.countBad("not a baton", err)
 		return
 	}
 	n, err := ParseCounter(m.Data)
-	if err != nil {
+	if err != nil || n >= MaxCounter || int(id) >= r.table.Len() {
 		r.countBad("not a baton", err)
+		return
+	}
+	// Fencing: a copy of an epoch older than one this node knows was
+	// replaced by the leader and dies here.
+	if known := r.table.Raise(id, Pos(epoch, n)); known.Epoch() > epoch {
+		r.fenced.Add(1)
 		return
 	}
 	r.seen.Store(true)
 
 	now := time.Since(r.start)
 	r.timeReturn(id, n, now)
-	b := baton{id: id, counter: n + 1}
+	b := baton{id: id, epoch: epoch, counter: n + 1}
 	if r.hot.pass(b) {
 		r.hops.Add(1)
 		r.markSent(b, now)
@@ -307,6 +350,8 @@ func (r *Relay) control() {
 			r.inject(n, v)
 		}
 		r.releaseParked()
+		r.report()
+		r.recoverLost(v, inj.done, now)
 	}
 }
 
@@ -314,7 +359,9 @@ func (r *Relay) inject(n int, v *cluster.View) {
 	r.seen.Store(true)
 	r.log.Info("injecting batons", "batons", n, "alive", v.Alive)
 	for id := range n {
-		r.ctrl.pass(baton{id: uint32(id)})
+		b := baton{id: uint32(id), epoch: 1}
+		r.table.Raise(b.id, Pos(b.epoch, b.counter))
+		r.ctrl.pass(b)
 		r.injected.Add(1)
 	}
 	r.flush()
@@ -397,7 +444,7 @@ func newPasser(r *Relay, rng *rand.Rand) *passer {
 	return &passer{
 		r:        r,
 		chooser:  NewChooser(r.cfg.Strategy, r.cfg.Node, rng),
-		hdr:      make([]byte, 0, len(headerPrefix)+10+len(headerSuffix)),
+		hdr:      make([]byte, 0, len(headerPrefix)+16+len(headerSuffix)),
 		buf:      make([]byte, 0, maxCounterDigits),
 		subjects: make(map[string]string),
 	}
@@ -418,7 +465,7 @@ func (p *passer) pass(b baton) bool {
 		subj = Subject(peer)
 		p.subjects[peer] = subj
 	}
-	p.hdr = AppendHeader(p.hdr[:0], b.id)
+	p.hdr = AppendHeader(p.hdr[:0], b.id, b.epoch)
 	p.buf = AppendCounter(p.buf[:0], b.counter)
 	if c, ok := p.r.directConns()[peer]; ok {
 		c.Publish(subj, p.hdr, p.buf)

@@ -58,6 +58,7 @@ type Config struct {
 	RoutePing         time.Duration `envconfig:"ROUTE_PING" default:"1s"`
 	RouteGrace        time.Duration `envconfig:"ROUTE_GRACE" default:"30s"`
 	LeaveGrace        time.Duration `envconfig:"LEAVE_GRACE" default:"500ms"`
+	LossTimeout       time.Duration `envconfig:"LOSS_TIMEOUT" default:"2s"`
 
 	// PProf serves Go's profiler under /debug/pprof/ on BATON_HTTP_ADDR.
 	// Off by default: profiles cost CPU and reveal internals.
@@ -193,6 +194,9 @@ func (c Config) validateTimes() []error {
 			errs = append(errs, fmt.Errorf("%s: must be positive, got %v", p.name, p.d))
 		}
 	}
+	if c.LossTimeout < time.Second && c.LossTimeout != 0 {
+		errs = append(errs, fmt.Errorf("BATON_LOSS_TIMEOUT: must be at least 1s (progress is reported every 200ms), or 0 to turn recovery off; got %v", c.LossTimeout))
+	}
 	if c.LeaveGrace < 0 {
 		errs = append(errs, fmt.Errorf("BATON_LEAVE_GRACE: must not be negative, got %v", c.LeaveGrace))
 	}
@@ -288,6 +292,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("heartbeat", c.HeartbeatInterval),
 		slog.Duration("suspect_after", c.SuspectAfter),
 		slog.Duration("dead_after", c.DeadAfter),
+		slog.Duration("loss_timeout", c.LossTimeout),
 	)
 }
 

@@ -96,7 +96,9 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		Leader:   cfg.Leader,
 		Direct:   cfg.Direct,
 		Settle:   2 * cfg.HeartbeatInterval,
-		Logger:   log,
+		// Recovery and its timeout, see relay/progress.go.
+		LossTimeout: cfg.LossTimeout,
+		Logger:      log,
 	}, d.node.Server().NATS().InProcessConn, d.node)
 	if err != nil {
 		return nil, err

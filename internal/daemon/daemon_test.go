@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/baton-relay/baton/relay"
+	"github.com/nats-io/nats.go"
 )
 
 // These tests run whole daemons in one process, with real embedded NATS
@@ -47,6 +51,7 @@ func testConfig(t *testing.T, name string, port int) Config {
 		RoutePing:         500 * time.Millisecond,
 		RouteGrace:        5 * time.Second,
 		LeaveGrace:        200 * time.Millisecond,
+		LossTimeout:       time.Second,
 		LogFormat:         "text",
 		LogLevel:          "info",
 	}
@@ -235,4 +240,103 @@ func TestStartFailsClearlyOnBusyNATSPorts(t *testing.T) {
 			t.Errorf("busy %s: %v, want an error naming it", name, err)
 		}
 	}
+}
+
+// allMoving reports whether every baton's highest known position, over
+// the given daemons, rises within a short window.
+func allMoving(ds []*Daemon, batons int) bool {
+	snap := func() []relay.Position {
+		out := make([]relay.Position, batons)
+		for _, d := range ds {
+			for id := range batons {
+				out[id] = max(out[id], d.Relay().Position(uint32(id)))
+			}
+		}
+		return out
+	}
+	before := snap()
+	time.Sleep(300 * time.Millisecond)
+	after := snap()
+	for id := range batons {
+		if after[id] <= before[id] {
+			return false
+		}
+	}
+	return true
+}
+
+// A node that crashes takes the batons it held, or that were on their
+// way to it, with it. The leader sees them stop moving and injects them
+// again, and every baton moves again within the dead timeout plus the
+// loss timeout; no counter goes backwards (positions only rise).
+func TestCrashedNodesBatonsAreRecovered(t *testing.T) {
+	const batons = 8
+	ds := startDaemons(t, 3, func(c *Config) { c.Batons = batons })
+	waitFor(t, 5*time.Second, "all batons moving", func() bool { return allMoving(ds, batons) })
+
+	ds[2].Close() // n3 crashes: no goodbye
+	crashed := time.Now()
+	survivors := ds[:2]
+	waitFor(t, 6*time.Second, "every baton to move again", func() bool {
+		return ds[0].Relay().Lost() > 0 && allMoving(survivors, batons)
+	})
+	t.Logf("all %d batons moving again %v after the crash; leader found %d lost, reinjected %d",
+		batons, time.Since(crashed).Round(10*time.Millisecond), ds[0].Relay().Lost(), ds[0].Relay().Reinjected())
+}
+
+// A late copy of a baton whose epoch was replaced dies where it lands,
+// and messages that are not batons are counted and dropped; neither
+// stops the relay.
+func TestStaleAndForgedBatonsAreDropped(t *testing.T) {
+	const batons = 4
+	ds := startDaemons(t, 3, func(c *Config) { c.Batons = batons })
+	waitFor(t, 5*time.Second, "all batons moving", func() bool { return allMoving(ds, batons) })
+	ds[2].Close()
+	waitFor(t, 6*time.Second, "a baton injected again", func() bool { return ds[0].Relay().Reinjected() > 0 })
+
+	nc, err := nats.Connect(ds[1].Node().Server().ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var stale uint32 = batons
+	for id := range uint32(batons) {
+		if ds[1].Relay().Position(id).Epoch() >= 2 {
+			stale = id
+			break
+		}
+	}
+	waitFor(t, 3*time.Second, "n2 to know a newer epoch", func() bool {
+		for id := range uint32(batons) {
+			if ds[1].Relay().Position(id).Epoch() >= 2 {
+				stale = id
+				return true
+			}
+		}
+		return false
+	})
+
+	old := nats.NewMsg(relay.Subject("n2"))
+	old.Header.Set("Baton", fmt.Sprintf("%d.1", stale))
+	old.Data = []byte("999999999")
+	if err := nc.PublishMsg(old); err != nil {
+		t.Fatal(err)
+	}
+	forged := [][]byte{nil, []byte("abc"), []byte("12"), bytes.Repeat([]byte("9"), 200<<10)}
+	for _, data := range forged {
+		nc.Publish(relay.Subject("n2"), data) // no baton header at all
+	}
+	bad := nats.NewMsg(relay.Subject("n2"))
+	bad.Header.Set("Baton", "999.1") // an id this cluster does not have
+	bad.Data = []byte("5")
+	nc.PublishMsg(bad)
+	nc.Flush()
+
+	waitFor(t, 3*time.Second, "the stale copy fenced and the garbage counted", func() bool {
+		return ds[1].Relay().Fenced() >= 1 && ds[1].Relay().Bad() >= uint64(len(forged)+1)
+	})
+	if p := ds[1].Relay().Position(stale); p.Epoch() < 2 {
+		t.Errorf("baton %d went back to epoch %d", stale, p.Epoch())
+	}
+	waitFor(t, 3*time.Second, "batons still moving", func() bool { return allMoving(ds[:2], batons) })
 }

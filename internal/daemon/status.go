@@ -68,6 +68,12 @@ type BatonStatus struct {
 	// Direct lists the peers this node publishes batons to directly
 	// (BATON_DIRECT); batons to the others take the route path.
 	Direct []string `json:"direct"`
+	// Lost and Reinjected count the batons this node, as leader, found
+	// making no progress and injected again; Fenced counts stale copies
+	// of such batons (an older epoch) that arrived here and were dropped.
+	Lost       uint64 `json:"lost"`
+	Reinjected uint64 `json:"reinjected"`
+	Fenced     uint64 `json:"fenced"`
 }
 
 // Status returns this node's current status.
@@ -89,11 +95,14 @@ func (d *Daemon) Status() Status {
 		ClientURL:     d.node.Server().ClientURL(),
 		Interface:     d.iface,
 		Batons: BatonStatus{
-			InFlight: v.Batons || d.relay.Seen(),
-			Injected: d.relay.Injected(),
-			Parked:   d.relay.Parked(),
-			Bad:      d.relay.Bad(),
-			Direct:   d.relay.DirectPeers(),
+			InFlight:   v.Batons || d.relay.Seen(),
+			Injected:   d.relay.Injected(),
+			Parked:     d.relay.Parked(),
+			Bad:        d.relay.Bad(),
+			Direct:     d.relay.DirectPeers(),
+			Lost:       d.relay.Lost(),
+			Reinjected: d.relay.Reinjected(),
+			Fenced:     d.relay.Fenced(),
 		},
 		Latency:       latencyStatus(d.relay.Latency()),
 		Discovery:     d.node.DiscoveryStats(),
