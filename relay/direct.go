@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/baton-relay/baton/cluster"
@@ -41,10 +42,18 @@ const (
 // goroutine answers the server's PINGs and closes done when the
 // connection fails or is closed.
 type peerConn struct {
-	name string
-	url  string
-	conn *natsproto.Conn
-	done chan struct{}
+	name    string
+	url     string
+	conn    *natsproto.Conn
+	done    chan struct{}
+	closing atomic.Bool // closed by us, not failed
+}
+
+// close closes the connection on purpose, so its end is not taken as the
+// peer failing.
+func (pc *peerConn) close() {
+	pc.closing.Store(true)
+	pc.conn.Close()
 }
 
 func (pc *peerConn) failed() bool {
@@ -72,6 +81,16 @@ type directSet struct {
 	results  chan dialResult
 	cancel   context.CancelFunc
 	ctx      context.Context
+
+	// failed receives the name of a peer whose connection broke. A
+	// crashed process's sockets are reset by its kernel at once, so this
+	// is the earliest sign of a dead peer, seconds before membership
+	// declares it dead; until then batons sent to it would be lost.
+	failed chan string
+	// down holds peers not to choose until the given time (or a new
+	// direct connection, whichever comes first).
+	down     map[string]time.Time
+	lastView *cluster.View
 }
 
 func newDirectSet() *directSet {
@@ -83,6 +102,8 @@ func newDirectSet() *directSet {
 		results:  make(chan dialResult, 16),
 		ctx:      ctx,
 		cancel:   cancel,
+		failed:   make(chan string, 16),
+		down:     make(map[string]time.Time),
 	}
 }
 
@@ -106,7 +127,7 @@ func (r *Relay) syncDirect(v *cluster.View, now time.Time) {
 
 	for name, pc := range ds.conns {
 		if url, ok := want[name]; !ok || url != pc.url || pc.failed() {
-			pc.conn.Close()
+			pc.close()
 			delete(ds.conns, name)
 			changed = true
 		}
@@ -133,9 +154,10 @@ func (r *Relay) addDialed(res dialResult) {
 		return
 	}
 	if old, ok := ds.conns[res.name]; ok {
-		old.conn.Close()
+		old.close()
 	}
 	ds.conns[res.name] = res.pc
+	delete(ds.down, res.name)
 	r.publishDirect()
 	r.log.Debug("direct connection to peer", "peer", res.name, "url", res.url)
 }
@@ -157,7 +179,7 @@ func (r *Relay) dialPeer(name, url string) {
 	case r.ds.results <- dialResult{name: name, url: url, pc: pc, err: err}:
 	case <-r.ds.ctx.Done():
 		if pc != nil {
-			pc.conn.Close()
+			pc.close()
 		}
 	}
 }
@@ -187,6 +209,12 @@ func (r *Relay) connectPeer(name, url string) (*peerConn, error) {
 		defer r.wg.Done()
 		defer close(pc.done)
 		conn.Serve(peerHandler{r: r, peer: name})
+		if !pc.closing.Load() {
+			select {
+			case r.ds.failed <- name:
+			default: // the control goroutine also notices pc.failed()
+			}
+		}
 	}()
 	return pc, nil
 }
@@ -195,7 +223,7 @@ func (r *Relay) connectPeer(name, url string) (*peerConn, error) {
 func (r *Relay) closeDirect() {
 	r.ds.cancel()
 	for _, pc := range r.ds.conns {
-		pc.conn.Close()
+		pc.close()
 	}
 	empty := map[string]*natsproto.Conn{}
 	r.direct.Store(&empty)
@@ -221,4 +249,38 @@ func (r *Relay) directConns() map[string]*natsproto.Conn { return *r.direct.Load
 // DirectPeers returns the names of the peers with a direct connection.
 func (r *Relay) DirectPeers() []string {
 	return slices.Sorted(maps.Keys(r.directConns()))
+}
+
+// markDown stops choosing a peer whose direct connection broke, until
+// until; it runs on the control goroutine.
+func (r *Relay) markDown(name string, until time.Time) {
+	r.ds.down[name] = until
+	r.log.Info("direct connection to peer broke; not sending it batons", "peer", name, "until", until.Format(time.TimeOnly))
+	r.updatePeers(r.m.View(), time.Now(), true)
+}
+
+// updatePeers publishes the peers batons may go to: the alive peers less
+// those marked down. It keeps the view's own slice when nothing is down,
+// and publishes only on a change, so choosers see a stable list.
+func (r *Relay) updatePeers(v *cluster.View, now time.Time, force bool) {
+	ds := r.ds
+	for name, until := range ds.down {
+		if !now.Before(until) {
+			delete(ds.down, name)
+			force = true
+		}
+	}
+	if !force && v == ds.lastView {
+		return
+	}
+	ds.lastView = v
+
+	peers := v.Peers
+	if len(ds.down) > 0 {
+		peers = slices.DeleteFunc(slices.Clone(v.Peers), func(p string) bool {
+			_, down := ds.down[p]
+			return down
+		})
+	}
+	r.peers.Store(&peers)
 }

@@ -30,6 +30,11 @@ type Config struct {
 	// before the leader injects, so that nodes still joining do not each
 	// see themselves as the lowest and inject too.
 	Settle time.Duration
+	// DownFor is how long a peer whose direct connection broke is not
+	// chosen, unless a new connection to it succeeds first. Membership
+	// declares a silent peer dead after its own timeout; this is for the
+	// peer that visibly went away (its kernel reset the connection).
+	DownFor time.Duration
 	// LossTimeout is how long a baton may make no visible progress
 	// before the leader injects it again (see progress.go). Zero turns
 	// loss recovery off.
@@ -75,6 +80,9 @@ type Relay struct {
 	// direct.go), replaced whole by the control goroutine, which owns ds.
 	direct atomic.Pointer[map[string]*natsproto.Conn]
 	ds     *directSet
+	// peers is the list batons may go to: the alive peers less those
+	// whose connection just broke (direct.go). Replaced, never changed.
+	peers atomic.Pointer[[]string]
 
 	hops       atomic.Uint64
 	bad        atomic.Uint64
@@ -148,6 +156,7 @@ func Start(cfg Config, dial Dialer, m Membership) (*Relay, error) {
 		reported: make([]Position, cfg.Batons),
 	}
 	r.direct.Store(&map[string]*natsproto.Conn{})
+	r.peers.Store(&m.View().Peers)
 	seed := rand.Uint64()
 	r.hot = newPasser(r, rand.New(rand.NewPCG(seed, 1)))
 	r.ctrl = newPasser(r, rand.New(rand.NewPCG(seed, 2)))
@@ -202,6 +211,9 @@ func (r *Relay) Lost() uint64 { return r.lost.Load() }
 
 // Reinjected returns the number of lost batons this node injected again.
 func (r *Relay) Reinjected() uint64 { return r.reinjected.Load() }
+
+// livePeers returns the peers batons may go to now.
+func (r *Relay) livePeers() []string { return *r.peers.Load() }
 
 // Position returns the highest position of baton id known here.
 func (r *Relay) Position(id uint32) Position { return r.table.Get(id) }
@@ -336,6 +348,10 @@ func (r *Relay) control() {
 			return
 		case res := <-r.ds.results:
 			r.addDialed(res)
+			r.updatePeers(r.m.View(), time.Now(), true)
+			continue
+		case name := <-r.ds.failed:
+			r.markDown(name, time.Now().Add(r.cfg.DownFor))
 			continue
 		case <-r.m.Changes():
 		case <-tick.C:
@@ -346,6 +362,7 @@ func (r *Relay) control() {
 		if r.cfg.Direct {
 			r.syncDirect(v, now)
 		}
+		r.updatePeers(v, now, false)
 		if n := inj.decide(v, r.cfg, r.seen.Load(), now); n > 0 {
 			r.inject(n, v)
 		}
@@ -383,7 +400,7 @@ func (r *Relay) park(b baton) {
 }
 
 func (r *Relay) releaseParked() {
-	if len(r.m.View().Peers) == 0 {
+	if len(r.livePeers()) == 0 {
 		return
 	}
 	r.parkMu.Lock()
@@ -454,7 +471,7 @@ func newPasser(r *Relay, rng *rand.Rand) *passer {
 // It reports whether the baton was queued. A write that fails later
 // fails the whole connection, which Stop reports.
 func (p *passer) pass(b baton) bool {
-	peer, ok := p.chooser.Next(p.r.m.View().Peers)
+	peer, ok := p.chooser.Next(p.r.livePeers())
 	if !ok {
 		p.r.park(b)
 		return false

@@ -98,6 +98,7 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		Settle:   2 * cfg.HeartbeatInterval,
 		// Recovery and its timeout, see relay/progress.go.
 		LossTimeout: cfg.LossTimeout,
+		DownFor:     cfg.DeadAfter,
 		Logger:      log,
 	}, d.node.Server().NATS().InProcessConn, d.node)
 	if err != nil {
