@@ -32,7 +32,9 @@ type RoutePlanConfig struct {
 //
 // Explicit routes are redialled by NATS forever, so the planner removes
 // the route of a peer that has been neither heard nor connected for
-// Grace, and at once when the peer announces that it is leaving.
+// Grace, and as soon as a peer that announced it is leaving has
+// disconnected. (Not at the announcement itself: the leaver still hands
+// on batons and says goodbye over that route during its leave grace.)
 type RoutePlanner struct {
 	cfg      RoutePlanConfig
 	self     string
@@ -45,6 +47,7 @@ type heardPeer struct {
 	lastHeard    time.Time
 	lastLinked   time.Time // last time the peer was seen connected
 	missingSince time.Time // zero while connected
+	leaving      bool      // announced a clean stop; forget once disconnected
 }
 
 // NewRoutePlanner returns a planner for the node named self.
@@ -64,18 +67,17 @@ func (p *RoutePlanner) Heard(a Announcement, now time.Time) bool {
 	if a.Node == p.self {
 		return false
 	}
-	if a.Leaving {
-		delete(p.peers, a.Node)
-		return true
-	}
 
 	hp, ok := p.peers[a.Node]
 	if !ok {
+		if a.Leaving {
+			return false // never routed to; nothing to undo
+		}
 		p.peers[a.Node] = &heardPeer{url: a.RouteURL, lastHeard: now, missingSince: now}
 		return true
 	}
-	changed := hp.url != a.RouteURL
-	hp.url, hp.lastHeard = a.RouteURL, now
+	changed := hp.url != a.RouteURL || hp.leaving != a.Leaving
+	hp.url, hp.lastHeard, hp.leaving = a.RouteURL, now, a.Leaving
 	return changed
 }
 
@@ -105,6 +107,10 @@ func (p *RoutePlanner) trackLinks(up map[string]bool, now time.Time) {
 			hp.lastLinked, hp.missingSince = now, time.Time{}
 			continue
 		}
+		if hp.leaving {
+			delete(p.peers, name) // it left and is gone: do not redial
+			continue
+		}
 		if hp.missingSince.IsZero() {
 			hp.missingSince = now
 		}
@@ -131,7 +137,7 @@ func (p *RoutePlanner) wanted(up map[string]bool, now time.Time) map[string]stri
 
 	// Heal: dial any peer that has stayed unconnected too long.
 	for name, hp := range p.peers {
-		if !up[name] && now.Sub(hp.missingSince) >= p.cfg.HealAfter {
+		if !up[name] && !hp.leaving && now.Sub(hp.missingSince) >= p.cfg.HealAfter {
 			want[name] = hp.url
 		}
 	}

@@ -103,13 +103,24 @@ func TestPlannerDropsGonePeerAfterGrace(t *testing.T) {
 	}
 }
 
-func TestPlannerLeavingPeerDroppedAtOnce(t *testing.T) {
+// A peer that announces it is leaving keeps its route while it is still
+// connected (it hands on batons and says goodbye over it), and loses it
+// as soon as it disconnects, so nobody redials it.
+func TestPlannerLeavingPeerDroppedOnceDisconnected(t *testing.T) {
 	t0 := time.Unix(0, 0)
 	p := NewRoutePlanner("b", testPlan)
 	p.Heard(heard("a", "r://a"), t0)
 	p.Plan(nil, t0)
-	p.Heard(Announcement{Node: "a", Boot: 1, Leaving: true}, t0)
-	if urls, changed := p.Plan(nil, t0); !changed || len(urls) != 0 {
-		t.Errorf("routes %v (changed %v) after a leave, want none", urls, changed)
+	if !p.Heard(Announcement{Node: "a", Boot: 1, RouteURL: "r://a", Leaving: true}, t0) {
+		t.Error("a leave was not reported as a change")
+	}
+	if urls, changed := p.Plan([]string{"a"}, t0); changed || !slices.Equal(urls, []string{"r://a"}) {
+		t.Errorf("still connected: routes %v (changed %v), want the route kept", urls, changed)
+	}
+	if urls, changed := p.Plan(nil, t0.Add(time.Second)); !changed || len(urls) != 0 {
+		t.Errorf("after it disconnected: routes %v (changed %v), want none", urls, changed)
+	}
+	if urls, _ := p.Plan(nil, t0.Add(time.Minute)); len(urls) != 0 {
+		t.Errorf("redialled a node that left: %v", urls)
 	}
 }
