@@ -91,6 +91,44 @@ type directSet struct {
 	// direct connection, whichever comes first).
 	down     map[string]time.Time
 	lastView *cluster.View
+
+	// retiring holds connections taken out of use but not yet closed:
+	// the serve goroutine may have queued a baton on one just before it
+	// was replaced, and flushes it a moment later. Closing at once would
+	// lose that baton.
+	retiring []retired
+}
+
+type retired struct {
+	pc    *peerConn
+	close time.Time
+}
+
+// retireAfter is how long a connection taken out of use stays open.
+const retireAfter = 2 * time.Second
+
+// retire takes pc out of use now and closes it after retireAfter (at
+// once if it already failed).
+func (ds *directSet) retire(pc *peerConn, now time.Time) {
+	if pc.failed() {
+		pc.close()
+		return
+	}
+	ds.retiring = append(ds.retiring, retired{pc: pc, close: now.Add(retireAfter)})
+}
+
+// closeRetired closes the retired connections whose time has come.
+func (ds *directSet) closeRetired(now time.Time) {
+	keep := ds.retiring[:0]
+	for _, r := range ds.retiring {
+		if now.Before(r.close) {
+			keep = append(keep, r)
+			continue
+		}
+		r.pc.close()
+	}
+	clear(ds.retiring[len(keep):])
+	ds.retiring = keep
 }
 
 func newDirectSet() *directSet {
@@ -125,9 +163,10 @@ func (r *Relay) syncDirect(v *cluster.View, now time.Time) {
 	want := wantedPeers(v)
 	changed := false
 
+	ds.closeRetired(now)
 	for name, pc := range ds.conns {
 		if url, ok := want[name]; !ok || url != pc.url || pc.failed() {
-			pc.close()
+			ds.retire(pc, now)
 			delete(ds.conns, name)
 			changed = true
 		}
@@ -154,7 +193,7 @@ func (r *Relay) addDialed(res dialResult) {
 		return
 	}
 	if old, ok := ds.conns[res.name]; ok {
-		old.close()
+		ds.retire(old, time.Now())
 	}
 	ds.conns[res.name] = res.pc
 	delete(ds.down, res.name)
@@ -225,6 +264,10 @@ func (r *Relay) closeDirect() {
 	for _, pc := range r.ds.conns {
 		pc.close()
 	}
+	for _, rt := range r.ds.retiring {
+		rt.pc.close()
+	}
+	r.ds.retiring = nil
 	empty := map[string]*natsproto.Conn{}
 	r.direct.Store(&empty)
 }
