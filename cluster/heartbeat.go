@@ -26,6 +26,7 @@ type heartbeatMsg struct {
 	Seq    uint64 `json:"seq"`
 	State  string `json:"state"` // "alive" or "left"
 	Batons bool   `json:"batons"`
+	Relay  bool   `json:"relay"` // the node takes batons (its relay is subscribed)
 	Hops   uint64 `json:"hops"`
 	Client string `json:"client,omitempty"` // client URL; relays publish there directly
 }
@@ -41,6 +42,7 @@ func encodeHeartbeat(hb Heartbeat, seq uint64) []byte {
 		Seq:    seq,
 		State:  state,
 		Batons: hb.Injected,
+		Relay:  hb.Relay,
 		Hops:   hb.Hops,
 		Client: hb.ClientURL,
 	})
@@ -81,6 +83,7 @@ func decodeHeartbeat(subject string, data []byte) (Heartbeat, error) {
 		Boot:      boot,
 		Leaving:   leaving,
 		Injected:  m.Batons,
+		Relay:     m.Relay,
 		Hops:      m.Hops,
 		ClientURL: m.Client,
 	}, nil

@@ -80,6 +80,7 @@ type Member struct {
 	LastSeen  time.Time `json:"-"` // this node's clock, when the last heartbeat arrived
 	Since     time.Time `json:"-"` // this node's clock, when State was entered
 	Injected  bool      `json:"-"` // the member reports that batons are in flight
+	Relay     bool      `json:"-"` // the member takes batons
 	Hops      uint64    `json:"hops"`
 	ClientURL string    `json:"-"` // where its NATS server takes client connections
 }
@@ -97,6 +98,7 @@ type Heartbeat struct {
 	Boot      uint64
 	Leaving   bool
 	Injected  bool
+	Relay     bool
 	Hops      uint64
 	ClientURL string
 }
@@ -133,7 +135,7 @@ func (m *Membership) Observe(hb Heartbeat, now time.Time) (Transition, bool) {
 	}
 	from := mem.State
 	mem.Boot, mem.LastSeen = hb.Boot, now
-	mem.Injected, mem.Hops, mem.ClientURL = hb.Injected, hb.Hops, hb.ClientURL
+	mem.Injected, mem.Relay, mem.Hops, mem.ClientURL = hb.Injected, hb.Relay, hb.Hops, hb.ClientURL
 	to := StateAlive
 	if hb.Leaving {
 		to = StateLeft

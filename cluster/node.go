@@ -44,11 +44,18 @@ type Config struct {
 	RoutePing         time.Duration
 
 	// Status is called before every heartbeat for what the node reports
-	// about its relay. Nil reports nothing.
-	Status func() (hops uint64, batons bool)
+	// about its relay. Nil reports a node that does not relay.
+	Status func() RelayStatus
 
 	Logger     *slog.Logger
 	LogNotices bool // NATS notices at info level
+}
+
+// RelayStatus is what a node says about its relay in its heartbeats.
+type RelayStatus struct {
+	Hops     uint64 // batons passed on since start
+	Batons   bool   // batons are known to be in flight
+	Relaying bool   // the relay is subscribed: batons sent here are taken
 }
 
 // View is an immutable snapshot of the membership, published on every
@@ -57,9 +64,14 @@ type View struct {
 	Self    string
 	Members []Member // every known member, self included, sorted by name
 	Alive   []string // alive members, self included, sorted
-	Peers   []string // alive members other than self, sorted
-	Batons  bool     // some alive member reports batons in flight
-	Epoch   uint64   // increases whenever Alive changes
+	// Relays are the alive members that take batons, self included when
+	// its relay is running, sorted. A node's heartbeats say so only once
+	// its relay has subscribed, so no baton goes to a node still starting
+	// (nor to an embedded-nats node, which never relays).
+	Relays []string
+	Peers  []string // Relays other than self: where batons may go
+	Batons bool     // some alive member reports batons in flight
+	Epoch  uint64   // increases whenever Alive changes
 }
 
 // Node is one running cluster member.
@@ -389,7 +401,8 @@ func (n *Node) memberLoop() {
 func (n *Node) publishHeartbeat() {
 	hb := Heartbeat{Node: n.cfg.Name, Boot: n.boot, Leaving: n.leaving.Load(), ClientURL: n.srv.ClientURL()}
 	if n.cfg.Status != nil {
-		hb.Hops, hb.Injected = n.cfg.Status()
+		st := n.cfg.Status()
+		hb.Hops, hb.Injected, hb.Relay = st.Hops, st.Batons, st.Relaying
 	}
 	if err := n.nc.Publish(HeartbeatSubjectPrefix+n.cfg.Name, encodeHeartbeat(hb, n.hbSeq.Add(1))); err != nil {
 		n.log.Warn("cannot publish heartbeat", "err", err)
@@ -397,26 +410,41 @@ func (n *Node) publishHeartbeat() {
 }
 
 // refreshView republishes the snapshot when a heartbeat changed a
-// member's details (hops, batons) without changing who is alive.
+// member's details (hops, batons, relay) without changing who is alive.
 func (n *Node) refreshView(m *Membership, epoch uint64) {
-	n.view.Store(buildView(n.cfg.Name, m, epoch))
+	n.view.Store(buildView(n.cfg.Name, m, epoch, n.relaying()))
 }
 
 func (n *Node) publishView(m *Membership, epoch uint64) {
-	n.view.Store(buildView(n.cfg.Name, m, epoch))
+	n.view.Store(buildView(n.cfg.Name, m, epoch, n.relaying()))
 	select {
 	case n.changes <- struct{}{}:
 	default:
 	}
 }
 
-func buildView(self string, m *Membership, epoch uint64) *View {
+func (n *Node) relaying() bool {
+	return n.cfg.Status != nil && n.cfg.Status().Relaying
+}
+
+// HeartbeatSoon asks for a heartbeat now rather than at the next
+// interval, for example because the relay has just started.
+func (n *Node) HeartbeatSoon() { n.heartbeatSoon() }
+
+func buildView(self string, m *Membership, epoch uint64, selfRelays bool) *View {
 	v := &View{Self: self, Members: m.Members(), Alive: m.Alive(), Epoch: epoch}
-	v.Peers = slices.DeleteFunc(slices.Clone(v.Alive), func(s string) bool { return s == self })
 	for _, mem := range v.Members {
+		relays := mem.Relay
+		if mem.Name == self {
+			relays = selfRelays
+		}
+		if mem.State == StateAlive && relays {
+			v.Relays = append(v.Relays, mem.Name)
+		}
 		if mem.State == StateAlive && mem.Injected {
 			v.Batons = true
 		}
 	}
+	v.Peers = slices.DeleteFunc(slices.Clone(v.Relays), func(s string) bool { return s == self })
 	return v
 }

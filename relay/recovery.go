@@ -109,7 +109,7 @@ func (r *Relay) report() {
 // alive nothing can move, so detection pauses (and restarts with a fresh
 // grace when peers return).
 func (r *Relay) recoverLost(v *cluster.View, batonsKnown bool, now time.Time) {
-	leading := Leader(v.Alive, r.cfg.Leader) == r.cfg.Node
+	leading := Leader(v.Relays, r.cfg.Leader) == r.cfg.Node
 	active := leading && batonsKnown && len(v.Peers) > 0 && r.cfg.LossTimeout > 0
 
 	r.lossMu.Lock()

@@ -374,7 +374,7 @@ func (r *Relay) control() {
 
 func (r *Relay) inject(n int, v *cluster.View) {
 	r.seen.Store(true)
-	r.log.Info("injecting batons", "batons", n, "alive", v.Alive)
+	r.log.Info("injecting batons", "batons", n, "relays", v.Relays)
 	for id := range n {
 		b := baton{id: uint32(id), epoch: 1}
 		r.table.Raise(b.id, Pos(b.epoch, b.counter))
@@ -396,7 +396,9 @@ func (r *Relay) flush() {
 func (r *Relay) park(b baton) {
 	r.parkMu.Lock()
 	r.parked = append(r.parked, b)
+	n := len(r.parked)
 	r.parkMu.Unlock()
+	r.log.Debug("holding a baton: no peer to pass it to", "baton", b.id, "held", n)
 }
 
 func (r *Relay) releaseParked() {
@@ -437,8 +439,8 @@ func (j *injector) decide(v *cluster.View, cfg Config, seen bool, now time.Time)
 	case seen || v.Batons:
 		j.done = true
 		return 0
-	case Leader(v.Alive, cfg.Leader) != cfg.Node,
-		len(v.Alive) < cfg.MinNodes,
+	case Leader(v.Relays, cfg.Leader) != cfg.Node,
+		len(v.Relays) < cfg.MinNodes,
 		now.Sub(j.epochSince) < cfg.Settle:
 		return 0
 	}

@@ -104,7 +104,9 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Only now do heartbeats say this node takes batons.
 	d.relayPtr.Store(d.relay)
+	d.node.HeartbeatSoon()
 
 	if d.ln != nil {
 		d.http = &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 5 * time.Second}
@@ -120,12 +122,12 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 }
 
 // relayStatus feeds the heartbeat; it may run before the relay exists.
-func (d *Daemon) relayStatus() (uint64, bool) {
+func (d *Daemon) relayStatus() cluster.RelayStatus {
 	r := d.relayPtr.Load()
 	if r == nil {
-		return 0, false
+		return cluster.RelayStatus{}
 	}
-	return r.Hops(), r.Seen()
+	return cluster.RelayStatus{Hops: r.Hops(), Batons: r.Seen(), Relaying: true}
 }
 
 // nodeConfig turns validated settings into the cluster layer's config,

@@ -350,7 +350,7 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 	start := func(name string) *Daemon {
 		cfg := testConfig(t, name, port)
 		cfg.Batons = batons
-		d, err := Start(cfg, slog.New(slog.NewTextHandler(tWriter{t}, nil)).With("node", name))
+		d, err := Start(cfg, slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name))
 		if err != nil {
 			t.Fatalf("start %s: %v", name, err)
 		}

@@ -89,7 +89,7 @@ func (d *Daemon) Status() Status {
 		Version:       Version,
 		Boot:          formatBoot(d.node.Boot()),
 		UptimeSeconds: now.Sub(d.started).Seconds(),
-		Leader:        relay.Leader(v.Alive, d.cfg.Leader),
+		Leader:        relay.Leader(v.Relays, d.cfg.Leader),
 		Routes:        d.node.Routes(),
 		RouteURL:      d.node.Server().RouteURL(),
 		ClientURL:     d.node.Server().ClientURL(),
