@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"sync"
@@ -270,19 +271,30 @@ type natsLogger struct {
 
 func (l *natsLogger) Noticef(format string, v ...any) {
 	if l.notices {
-		l.log.Info(fmt.Sprintf(format, v...))
+		l.log.Info(redact(format, v))
 		return
 	}
-	l.log.Debug(fmt.Sprintf(format, v...))
+	l.log.Debug(redact(format, v))
 }
 
-func (l *natsLogger) Warnf(format string, v ...any)  { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Errorf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Debugf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Tracef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Warnf(format string, v ...any)  { l.log.Warn(redact(format, v)) }
+func (l *natsLogger) Errorf(format string, v ...any) { l.log.Error(redact(format, v)) }
+func (l *natsLogger) Debugf(format string, v ...any) { l.log.Debug(redact(format, v)) }
+func (l *natsLogger) Tracef(format string, v ...any) { l.log.Debug(redact(format, v)) }
+
+// userinfo matches the credentials of a URL, as NATS prints explicit
+// routes ("Removed route nats-route://user:password@host:port").
+var userinfo = regexp.MustCompile(`://[^/@\s]+@`)
+
+// redact formats a NATS log line with any URL credentials masked: the
+// route password is derived from the cluster secret and must not reach
+// the logs.
+func redact(format string, v []any) string {
+	return userinfo.ReplaceAllString(fmt.Sprintf(format, v...), "://[REDACTED]@")
+}
 
 func (l *natsLogger) Fatalf(format string, v ...any) {
-	msg := fmt.Sprintf(format, v...)
+	msg := redact(format, v)
 	l.mu.Lock()
 	l.lastFatal = msg
 	l.mu.Unlock()
