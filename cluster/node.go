@@ -42,6 +42,11 @@ type Config struct {
 	Membership        MembershipConfig
 	Routes            RoutePlanConfig
 	RoutePing         time.Duration
+	// NameCheck is how long after its start a node that hears its own
+	// name from another process takes itself for the newcomer and stops;
+	// zero means 5s. Two nodes that start within it under one name both
+	// stop, which is the safe outcome.
+	NameCheck time.Duration
 
 	// Status is called before every heartbeat for what the node reports
 	// about its relay. Nil reports a node that does not relay.
@@ -96,6 +101,8 @@ type Node struct {
 	hbBad   atomic.Uint64
 	view    atomic.Pointer[View]
 	changes chan struct{}
+	fatal   chan error // a reason this node must not go on; see Fatal
+	started time.Time
 	leaving atomic.Bool
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -127,6 +134,8 @@ func StartNode(cfg Config) (_ *Node, err error) {
 		hbCh:    make(chan Heartbeat, 256),
 		hbNow:   make(chan struct{}, 1),
 		changes: make(chan struct{}, 1),
+		fatal:   make(chan error, 1),
+		started: time.Now(),
 		stop:    make(chan struct{}),
 	}
 	defer func() {
@@ -219,6 +228,10 @@ func (n *Node) View() *View { return n.view.Load() }
 // Signals are coalesced: one read may stand for several changes.
 func (n *Node) Changes() <-chan struct{} { return n.changes }
 
+// Fatal receives an error when this node must stop: so far, when it has
+// just started and finds another node already running under its name.
+func (n *Node) Fatal() <-chan error { return n.fatal }
+
 // DiscoveryStats returns the discovery counters.
 func (n *Node) DiscoveryStats() DiscoveryStats { return n.disc.Stats() }
 
@@ -291,6 +304,7 @@ func (n *Node) routeLoop() {
 	defer n.wg.Done()
 
 	planner := NewRoutePlanner(n.cfg.Name, n.cfg.Routes)
+	limiter := newLogLimiter(time.Minute, 1)
 	// Announcements wake this loop at once; the tick paces the checks
 	// that need time to pass (HealAfter, Grace), each a Routez call.
 	tick := time.NewTicker(500 * time.Millisecond)
@@ -302,6 +316,10 @@ func (n *Node) routeLoop() {
 		case <-n.stop:
 			return
 		case h := <-n.disc.Heard():
+			if h.Node == n.cfg.Name {
+				n.nameConflict(h, limiter)
+				continue
+			}
 			if h.NewBoot {
 				n.log.Info("heard peer", "peer", h.Node, "route", h.RouteURL, "from", h.From)
 				// Answer a newcomer at once rather than in up to a
@@ -314,6 +332,28 @@ func (n *Node) routeLoop() {
 		case <-tick.C:
 		}
 		linked = n.replan(planner, linked)
+	}
+}
+
+// nameConflict handles an announcement of this node's name by another
+// process (another boot). Two nodes under one name receive each other's
+// batons and multiply them without bound, so the newcomer stops; a node
+// that has run for a while keeps running and says so loudly.
+func (n *Node) nameConflict(h Heard, limiter *logLimiter) {
+	window := n.cfg.NameCheck
+	if window == 0 {
+		window = 5 * time.Second
+	}
+	if time.Since(n.started) < window {
+		err := fmt.Errorf("BATON_NODE_NAME: another node named %q is already running (announced from %s); every node needs its own name", n.cfg.Name, h.From)
+		select {
+		case n.fatal <- err:
+		default:
+		}
+		return
+	}
+	if limiter.allow("conflict", time.Now()) {
+		n.log.Error("another node announces this node's name; one of them must be renamed", "name", n.cfg.Name, "from", h.From)
 	}
 }
 

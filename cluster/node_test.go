@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -235,5 +236,31 @@ func TestLeavingNodeIsNotRoutedAgain(t *testing.T) {
 			t.Fatalf("n1 routes to n3 again after its goodbye: %v", a.Server().ExplicitRoutes())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A node that starts under a name already in use refuses to go on (two
+// nodes under one name would each take the other's batons and multiply
+// them); the node that was there first keeps running.
+func TestDuplicateNameNewcomerStops(t *testing.T) {
+	port := freeUDPPort(t)
+	old := testNodeConfig(t, "n1", port)
+	old.NameCheck = time.Nanosecond // counts as long established
+	first := startTestNode(t, old)
+	time.Sleep(50 * time.Millisecond)
+	second := startTestNode(t, testNodeConfig(t, "n1", port))
+
+	select {
+	case err := <-second.Fatal():
+		if !strings.Contains(err.Error(), "BATON_NODE_NAME") {
+			t.Errorf("error %q does not name BATON_NODE_NAME", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the second node named n1 did not report the conflict")
+	}
+	select {
+	case err := <-first.Fatal():
+		t.Errorf("the first node was told to stop too: %v", err)
+	default:
 	}
 }

@@ -288,6 +288,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	case err := <-d.serve:
 		d.Close()
 		return fmt.Errorf("status endpoint: %w", err)
+	case err := <-d.node.Fatal():
+		d.Close()
+		return err
 	}
 
 	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
