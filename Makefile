@@ -27,6 +27,10 @@ deps:
 # Everything CI runs. The namespace tests need root: without it they say
 # SKIP, and with CI=true a skip is a failure.
 test: deps check unit
+	@if [ "$$(id -u)" -ne 0 ]; then \
+	  echo "*** SKIP: the network-namespace tests (e2e, internal/nstest) need root and did not run. ***"; \
+	  echo "*** Run make test as root to include them; with CI=true they fail instead of skipping. ***"; \
+	fi
 
 check:
 	@unformatted=$$(gofmt -l .); \

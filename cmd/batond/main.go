@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/baton-relay/baton/internal/daemon"
+	"github.com/baton-relay/baton/relay"
 )
 
 const usage = `usage:
@@ -24,17 +25,24 @@ const usage = `usage:
 See README.md and .env.example for every variable.
 `
 
-// errUsage marks a command-line mistake; it exits with status 2.
-var errUsage = errors.New("usage")
+// usageError is a command-line mistake; it exits with status 2 and the
+// usage text.
+type usageError struct{ error }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP too: a node started from an SSH session that drops should
+	// leave cleanly, not vanish like a crash.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	// After the first signal, the default handling comes back, so a
+	// second SIGTERM or Ctrl-C stops the process at once.
+	context.AfterFunc(ctx, stop)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 
 	switch {
 	case err == nil:
-	case errors.Is(err, errUsage):
+	case errors.As(err, new(usageError)):
+		fmt.Fprintln(os.Stderr, "batond:", err)
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	default:
@@ -57,7 +65,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+	return usageError{fmt.Errorf("unknown command %q", args[0])}
+}
+
+func checkDemoFlags(fs *flag.FlagSet, nodes int, duration time.Duration, batons int, choice string) error {
+	var set bool
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "batons" })
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case nodes < 2 || nodes > 64:
+		return fmt.Errorf("-nodes must be 2 to 64, got %d", nodes)
+	case duration < 3*time.Second:
+		return fmt.Errorf("-duration must be at least 3s, got %v", duration)
+	case set && (batons < 1 || batons > 1_000_000):
+		return fmt.Errorf("-batons must be 1 to 1000000, got %d", batons)
+	}
+	if choice != "" {
+		if _, err := relay.ParseStrategy(choice); err != nil {
+			return fmt.Errorf("-peer-choice: %w", err)
+		}
+	}
+	return nil
 }
 
 func runDaemon(ctx context.Context, stderr io.Writer) error {
@@ -75,13 +104,16 @@ func runDaemon(ctx context.Context, stderr io.Writer) error {
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	nodes := fs.Int("nodes", 4, "number of nodes")
-	duration := fs.Duration("duration", 20*time.Second, "how long to pass batons")
-	batons := fs.Int("batons", 0, "batons in flight (default: BATON_BATONS, else 1)")
+	nodes := fs.Int("nodes", 4, "number of nodes, at least 2")
+	duration := fs.Duration("duration", 20*time.Second, "how long to run, at least 3s (forming and injecting take about a second)")
+	batons := fs.Int("batons", 0, "batons in flight, at least 1 (default: BATON_BATONS, else 1)")
 	choice := fs.String("peer-choice", "", "random, shuffle or ring (default: BATON_PEER_CHOICE, else random)")
 	verbose := fs.Bool("v", false, "show the nodes' info logs (default: warnings only)")
 	if err := fs.Parse(args); err != nil {
-		return errUsage
+		return usageError{fmt.Errorf("demo: %w", err)}
+	}
+	if err := checkDemoFlags(fs, *nodes, *duration, *batons, *choice); err != nil {
+		return usageError{fmt.Errorf("demo: %w", err)}
 	}
 
 	level := "warn"

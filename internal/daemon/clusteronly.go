@@ -27,6 +27,7 @@ func RunClusterOnly(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	log.Info("starting embedded-nats", "version", Version, "config", cfg)
+	warnWeak(cfg, log)
 	log.Info("discovery interface", "interface", ncfg.Interface.Name, "why", why)
 
 	node, err := cluster.StartNode(ncfg)

@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +24,9 @@ import (
 
 // EnvPrefix is the prefix of every configuration variable.
 const EnvPrefix = "BATON"
+
+// HTTPOff as BATON_HTTP_ADDR turns the status endpoint off.
+const HTTPOff = "off"
 
 // Config is the whole configuration of a node. Every field is read from
 // the environment variable BATON_<envconfig name>; .env.example lists
@@ -74,15 +79,9 @@ type Config struct {
 // A variable set to the empty string counts as unset and takes its
 // default, since env files and templates often write NAME= for "no value".
 func LoadConfig() (Config, error) {
-	unsetEmpty(EnvPrefix + "_")
-
 	var c Config
-	if err := envconfig.Process(EnvPrefix, &c); err != nil {
-		var pe *envconfig.ParseError
-		if errors.As(err, &pe) {
-			return c, fmt.Errorf("%s=%q: not a valid %s", pe.KeyName, pe.Value, pe.TypeName)
-		}
-		return c, fmt.Errorf("configuration: %w", err)
+	if err := loadEnv(&c); err != nil {
+		return c, err
 	}
 	if c.NodeName == "" {
 		name, err := hostNodeName()
@@ -92,6 +91,52 @@ func LoadConfig() (Config, error) {
 		c.NodeName = name
 	}
 	return c, c.Validate()
+}
+
+// loadEnv fills c from the environment. Every variable is checked first,
+// strictly, and all malformed ones are reported together: envconfig
+// alone would stop at the first and would read 010 as octal (8) and 0x10
+// as hexadecimal.
+func loadEnv(c *Config) error {
+	unsetEmpty(EnvPrefix + "_")
+	if err := checkSyntax(reflect.TypeOf(*c)); err != nil {
+		return err
+	}
+	if err := envconfig.Process(EnvPrefix, c); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	return nil
+}
+
+// decimal has no leading zero, which envconfig would read as octal.
+var decimal = regexp.MustCompile(`^-?(0|[1-9][0-9]*)$`)
+
+// checkSyntax checks the form of every set variable of the struct type t.
+func checkSyntax(t reflect.Type) error {
+	var errs []error
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name := EnvPrefix + "_" + f.Tag.Get("envconfig")
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			continue
+		}
+		switch {
+		case f.Type == reflect.TypeFor[time.Duration]():
+			if _, err := time.ParseDuration(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: not a duration (write it like 500ms, 2s or 1m)", name, v))
+			}
+		case f.Type.Kind() == reflect.Int:
+			if !decimal.MatchString(v) {
+				errs = append(errs, fmt.Errorf("%s=%q: not a whole number in decimal, without leading zeros", name, v))
+			}
+		case f.Type.Kind() == reflect.Bool:
+			if _, err := strconv.ParseBool(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: not true or false", name, v))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // unsetEmpty removes the process's empty variables that start with
@@ -144,7 +189,7 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 
-	if c.HTTPAddr != "" {
+	if c.HTTPAddr != HTTPOff {
 		errs = appendIf(errs, checkListen("BATON_HTTP_ADDR", c.HTTPAddr))
 	}
 	errs = appendIf(errs, checkListen("BATON_NATS_LISTEN", c.NATSListen))
@@ -180,25 +225,27 @@ func (c Config) Validate() error {
 
 func (c Config) validateTimes() []error {
 	var errs []error
-	positive := []struct {
-		name string
-		d    time.Duration
+	// Lower bounds keep a typo (1ns) from turning a timer into a busy
+	// loop or a packet storm.
+	atLeast := []struct {
+		name     string
+		d, least time.Duration
 	}{
-		{"BATON_ANNOUNCE_INTERVAL", c.AnnounceInterval},
-		{"BATON_HEARTBEAT_INTERVAL", c.HeartbeatInterval},
-		{"BATON_ROUTE_PING", c.RoutePing},
-		{"BATON_ROUTE_GRACE", c.RouteGrace},
+		{"BATON_ANNOUNCE_INTERVAL", c.AnnounceInterval, 100 * time.Millisecond},
+		{"BATON_HEARTBEAT_INTERVAL", c.HeartbeatInterval, 10 * time.Millisecond},
+		{"BATON_ROUTE_PING", c.RoutePing, 100 * time.Millisecond},
+		{"BATON_ROUTE_GRACE", c.RouteGrace, time.Second},
 	}
-	for _, p := range positive {
-		if p.d <= 0 {
-			errs = append(errs, fmt.Errorf("%s: must be positive, got %v", p.name, p.d))
+	for _, p := range atLeast {
+		if p.d < p.least {
+			errs = append(errs, fmt.Errorf("%s: must be at least %v, got %v", p.name, p.least, p.d))
 		}
 	}
 	if c.LossTimeout < time.Second && c.LossTimeout != 0 {
 		errs = append(errs, fmt.Errorf("BATON_LOSS_TIMEOUT: must be at least 1s (progress is reported every 200ms), or 0 to turn recovery off; got %v", c.LossTimeout))
 	}
-	if c.LeaveGrace < 0 {
-		errs = append(errs, fmt.Errorf("BATON_LEAVE_GRACE: must not be negative, got %v", c.LeaveGrace))
+	if c.LeaveGrace < 0 || c.LeaveGrace > time.Minute {
+		errs = append(errs, fmt.Errorf("BATON_LEAVE_GRACE: must be 0 to 1m, got %v", c.LeaveGrace))
 	}
 	if c.SuspectAfter < 2*c.HeartbeatInterval {
 		errs = append(errs, fmt.Errorf("BATON_SUSPECT_AFTER: must be at least twice BATON_HEARTBEAT_INTERVAL (%v), got %v", c.HeartbeatInterval, c.SuspectAfter))
@@ -293,6 +340,11 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("suspect_after", c.SuspectAfter),
 		slog.Duration("dead_after", c.DeadAfter),
 		slog.Duration("loss_timeout", c.LossTimeout),
+		slog.Duration("route_ping", c.RoutePing),
+		slog.Duration("route_grace", c.RouteGrace),
+		slog.Duration("leave_grace", c.LeaveGrace),
+		slog.Bool("direct", c.Direct),
+		slog.String("log", c.LogFormat+"/"+c.LogLevel),
 	)
 }
 

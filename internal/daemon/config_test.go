@@ -14,6 +14,7 @@ func setEnv(t *testing.T, vars map[string]string) {
 		"NODE_NAME", "CLUSTER_NAME", "SECRET", "MULTICAST_ADDR", "MULTICAST_PORT",
 		"MULTICAST_IF", "MULTICAST_TTL", "SEEDS", "HTTP_ADDR", "BATONS", "MIN_NODES",
 		"PEER_CHOICE", "LEADER", "HEARTBEAT_INTERVAL", "SUSPECT_AFTER", "DEAD_AFTER",
+		"ANNOUNCE_INTERVAL", "LEAVE_GRACE", "LOSS_TIMEOUT", "DIRECT",
 	} {
 		t.Setenv("BATON_"+name, "")
 	}
@@ -54,6 +55,15 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"BATON_PEER_CHOICE": "roundrobin"}, "BATON_PEER_CHOICE"},
 		{map[string]string{"BATON_HEARTBEAT_INTERVAL": "soon"}, "BATON_HEARTBEAT_INTERVAL"},
 		{map[string]string{"BATON_DEAD_AFTER": "1s"}, "BATON_DEAD_AFTER"},
+		{map[string]string{"BATON_HEARTBEAT_INTERVAL": "1ns"}, "BATON_HEARTBEAT_INTERVAL"},
+		{map[string]string{"BATON_ANNOUNCE_INTERVAL": "1ns"}, "BATON_ANNOUNCE_INTERVAL"},
+		{map[string]string{"BATON_LEAVE_GRACE": "10m"}, "BATON_LEAVE_GRACE"},
+		{map[string]string{"BATON_LOSS_TIMEOUT": "100ms"}, "BATON_LOSS_TIMEOUT"},
+		// Decimal only: envconfig alone reads 010 as 8 and 0x10 as 16.
+		{map[string]string{"BATON_MULTICAST_PORT": "010"}, "BATON_MULTICAST_PORT"},
+		{map[string]string{"BATON_MULTICAST_PORT": "0x10"}, "BATON_MULTICAST_PORT"},
+		{map[string]string{"BATON_BATONS": "1_000"}, "BATON_BATONS"},
+		{map[string]string{"BATON_DIRECT": "maybe"}, "BATON_DIRECT"},
 	}
 	for _, tt := range tests {
 		env := map[string]string{"BATON_SECRET": "x", "BATON_NODE_NAME": "pi-01"}
@@ -102,5 +112,29 @@ func TestEnvExampleListsEveryVariable(t *testing.T) {
 		if !strings.Contains(string(data), "\n"+name+"=") {
 			t.Errorf(".env.example does not list %s", name)
 		}
+	}
+}
+
+// Every malformed variable is reported, not only the first.
+func TestLoadConfigReportsEveryMalformedVariable(t *testing.T) {
+	setEnv(t, map[string]string{
+		"BATON_SECRET":         "x",
+		"BATON_MULTICAST_TTL":  "x",
+		"BATON_MULTICAST_PORT": "0x10",
+		"BATON_BATONS":         "many",
+		"BATON_DEAD_AFTER":     "soon",
+	})
+	_, err := LoadConfig()
+	for _, name := range []string{"BATON_MULTICAST_TTL", "BATON_MULTICAST_PORT", "BATON_BATONS", "BATON_DEAD_AFTER"} {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("error %v does not name %s", err, name)
+		}
+	}
+}
+
+func TestHTTPOffIsValid(t *testing.T) {
+	setEnv(t, map[string]string{"BATON_SECRET": "x", "BATON_NODE_NAME": "a", "BATON_HTTP_ADDR": "off"})
+	if _, err := LoadConfig(); err != nil {
+		t.Errorf("BATON_HTTP_ADDR=off: %v", err)
 	}
 }

@@ -51,6 +51,7 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		return nil, err
 	}
 	log.Info("starting batond", "version", Version, "config", cfg)
+	warnWeak(cfg, log)
 	log.Info("discovery interface", "interface", ncfg.Interface.Name, "why", why)
 
 	d := &Daemon{cfg: cfg, log: log, started: time.Now(), iface: ncfg.Interface.Name}
@@ -62,7 +63,7 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 
 	// The HTTP listener is bound first, so a port in use fails fast
 	// before anything joins the cluster.
-	if cfg.HTTPAddr != "" {
+	if cfg.HTTPAddr != HTTPOff {
 		d.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
 			return nil, fmt.Errorf("BATON_HTTP_ADDR: %w", err)
@@ -119,6 +120,16 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		"client_url", d.node.Server().ClientURL(),
 	)
 	return d, nil
+}
+
+// warnWeak logs settings that work but are probably mistakes.
+func warnWeak(cfg Config, log *slog.Logger) {
+	if len(cfg.Secret) < 16 {
+		log.Warn("BATON_SECRET is short; use at least 16 random characters (openssl rand -hex 16)", "length", len(cfg.Secret))
+	}
+	if ip := net.ParseIP(cfg.MulticastAddr).To4(); ip != nil && ip[0] != 239 {
+		log.Warn("BATON_MULTICAST_ADDR is outside 239.0.0.0/8, the administratively scoped range meant for this", "addr", cfg.MulticastAddr)
+	}
 }
 
 // relayStatus feeds the heartbeat; it may run before the relay exists.
@@ -293,7 +304,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 
-	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// The leave grace, then up to 10 s to drain and stop.
+	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.LeaveGrace+10*time.Second)
 	defer cancel()
 	return d.Shutdown(stopCtx)
 }

@@ -13,8 +13,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/kelseyhightower/envconfig"
 )
 
 // DemoOptions describes a demo run.
@@ -78,8 +76,8 @@ func RunDemo(ctx context.Context, opts DemoOptions) (*DemoReport, error) {
 // settings replaced.
 func demoBase(opts DemoOptions) (Config, error) {
 	var c Config
-	if err := envconfig.Process(EnvPrefix, &c); err != nil {
-		return c, fmt.Errorf("configuration: %w", err)
+	if err := loadEnv(&c); err != nil {
+		return c, err
 	}
 	if opts.Nodes < 1 {
 		return c, fmt.Errorf("demo needs at least 1 node, got %d", opts.Nodes)
