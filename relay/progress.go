@@ -188,6 +188,17 @@ func (d *LossDetector) Observe(id uint32, p Position, now time.Time) {
 	}
 }
 
+// Moving returns how many batons have moved within the timeout.
+func (d *LossDetector) Moving(now time.Time) int {
+	n := 0
+	for _, b := range d.batons {
+		if b.pos != 0 && now.Sub(b.moved) < d.timeout {
+			n++
+		}
+	}
+	return n
+}
+
 // Recovery is a baton to inject again.
 type Recovery struct {
 	ID   uint32

@@ -86,6 +86,9 @@ func TestLossDetector(t *testing.T) {
 	if !slices.Equal(lost, want) {
 		t.Fatalf("lost %+v, want %+v", lost, want)
 	}
+	if got := d.Moving(at(2100)); got != 2 {
+		t.Errorf("moving %d right after recovery, want 2 (1 moves, 0 was just injected again)", got)
+	}
 	if again := d.Lost(at(2200)); len(again) != 0 {
 		t.Errorf("recovered twice within one timeout: %+v", again)
 	}

@@ -103,14 +103,17 @@ func (r *Relay) report() {
 	}
 }
 
-// recoverLost runs the leader's loss detection, on the control goroutine.
-// Only the leader keeps a detector; a node that becomes leader starts one
-// that gives every baton a whole timeout to show progress. With no peer
+// recoverLost runs loss detection, on the control goroutine. Every node
+// keeps a detector up to date from the reports, and only the leader acts
+// on it: a node that takes over from a dead leader already knows which
+// batons stopped, and recovers them without waiting a further timeout.
+// A detector starts by giving every baton a whole timeout. With no peer
 // alive nothing can move, so detection pauses (and restarts with a fresh
 // grace when peers return).
 func (r *Relay) recoverLost(v *cluster.View, batonsKnown bool, now time.Time) {
 	leading := Leader(v.Relays, r.cfg.Leader) == r.cfg.Node
-	active := leading && batonsKnown && len(v.Peers) > 0 && r.cfg.LossTimeout > 0
+	active := batonsKnown && len(v.Peers) > 0 && r.cfg.LossTimeout > 0
+	r.leading.Store(leading)
 
 	r.lossMu.Lock()
 	switch {
@@ -125,7 +128,9 @@ func (r *Relay) recoverLost(v *cluster.View, batonsKnown bool, now time.Time) {
 		for id := range r.table.Len() {
 			d.Observe(uint32(id), r.table.Get(uint32(id)), now)
 		}
-		lost = d.Lost(now)
+		if leading {
+			lost = d.Lost(now)
+		}
 	}
 	r.lossMu.Unlock()
 

@@ -100,7 +100,8 @@ type Relay struct {
 	reportBuf []byte          // control goroutine only
 
 	lossMu   sync.Mutex
-	detector *LossDetector // the leader's; nil elsewhere; guarded by lossMu
+	detector *LossDetector // guarded by lossMu; see recoverLost
+	leading  atomic.Bool   // this node leads (injects and recovers)
 
 	// latency holds per-hop latencies: when a baton comes back to this
 	// node, the time since this node sent it divided by the hops it made
@@ -214,6 +215,17 @@ func (r *Relay) Reinjected() uint64 { return r.reinjected.Load() }
 
 // livePeers returns the peers batons may go to now.
 func (r *Relay) livePeers() []string { return *r.peers.Load() }
+
+// Moving returns how many batons the leader saw move within the loss
+// timeout, and false on a node that is not leading (or not detecting).
+func (r *Relay) Moving() (int, bool) {
+	r.lossMu.Lock()
+	defer r.lossMu.Unlock()
+	if r.detector == nil || !r.leading.Load() {
+		return 0, false
+	}
+	return r.detector.Moving(time.Now()), true
+}
 
 // Position returns the highest position of baton id known here.
 func (r *Relay) Position(id uint32) Position { return r.table.Get(id) }

@@ -269,9 +269,14 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Close stops everything at once, without telling the cluster. Safe to
-// call on a partly started daemon.
+// Close stops everything at once, without telling the cluster, as a
+// crash would: the server goes first, so that peers see its connections
+// break rather than a server that takes batons with no relay behind it.
+// Safe to call on a partly started daemon.
 func (d *Daemon) Close() {
+	if d.node != nil {
+		d.node.Close()
+	}
 	if d.relay != nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel() // no draining: a crash does not drain
@@ -281,9 +286,6 @@ func (d *Daemon) Close() {
 		d.http.Close()
 	} else if d.ln != nil {
 		d.ln.Close()
-	}
-	if d.node != nil {
-		d.node.Close()
 	}
 }
 

@@ -270,18 +270,26 @@ func allMoving(ds []*Daemon, batons int) bool {
 // again, and every baton moves again within the dead timeout plus the
 // loss timeout; no counter goes backwards (positions only rise).
 func TestCrashedNodesBatonsAreRecovered(t *testing.T) {
-	const batons = 8
-	ds := startDaemons(t, 3, func(c *Config) { c.Batons = batons })
-	waitFor(t, 5*time.Second, "all batons moving", func() bool { return allMoving(ds, batons) })
+	for _, c := range []struct {
+		name           string
+		victim, leader int
+	}{{"follower", 2, 0}, {"leader", 0, 1}} {
+		t.Run(c.name, func(t *testing.T) {
+			const batons = 8
+			ds := startDaemons(t, 3, func(c *Config) { c.Batons = batons })
+			waitFor(t, 5*time.Second, "all batons moving", func() bool { return allMoving(ds, batons) })
 
-	ds[2].Close() // n3 crashes: no goodbye
-	crashed := time.Now()
-	survivors := ds[:2]
-	waitFor(t, 6*time.Second, "every baton to move again", func() bool {
-		return ds[0].Relay().Lost() > 0 && allMoving(survivors, batons)
-	})
-	t.Logf("all %d batons moving again %v after the crash; leader found %d lost, reinjected %d",
-		batons, time.Since(crashed).Round(10*time.Millisecond), ds[0].Relay().Lost(), ds[0].Relay().Reinjected())
+			ds[c.victim].Close() // a crash: no goodbye
+			crashed := time.Now()
+			survivors := slices.Delete(slices.Clone(ds), c.victim, c.victim+1)
+			leader := ds[c.leader]
+			waitFor(t, 6*time.Second, "every baton to move again", func() bool {
+				return leader.Relay().Lost() > 0 && allMoving(survivors, batons)
+			})
+			t.Logf("all %d batons moving again %v after the crash of the %s; the leader found %d lost",
+				batons, time.Since(crashed).Round(10*time.Millisecond), c.name, leader.Relay().Lost())
+		})
+	}
 }
 
 // A late copy of a baton whose epoch was replaced dies where it lands,

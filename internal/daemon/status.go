@@ -74,6 +74,9 @@ type BatonStatus struct {
 	Lost       uint64 `json:"lost"`
 	Reinjected uint64 `json:"reinjected"`
 	Fenced     uint64 `json:"fenced"`
+	// Moving, on the leader only, is how many batons it saw move within
+	// BATON_LOSS_TIMEOUT: equal to BATON_BATONS when none is lost.
+	Moving *int `json:"moving,omitempty"`
 }
 
 // Status returns this node's current status.
@@ -107,6 +110,9 @@ func (d *Daemon) Status() Status {
 		Latency:       latencyStatus(d.relay.Latency()),
 		Discovery:     d.node.DiscoveryStats(),
 		BadHeartbeats: d.node.BadHeartbeats(),
+	}
+	if n, ok := d.relay.Moving(); ok {
+		st.Batons.Moving = &n
 	}
 	for _, m := range v.Members {
 		ms := MemberStatus{Name: m.Name, State: m.State, Hops: m.Hops}
