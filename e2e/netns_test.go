@@ -44,7 +44,13 @@ type status struct {
 	Node         string   `json:"node"`
 	Members      []string `json:"members"`
 	Hops         uint64   `json:"hops"`
+	Leader       string   `json:"leader"`
 	Routes       []string `json:"routes"`
+	Batons       struct {
+		Lost       uint64 `json:"lost"`
+		Reinjected uint64 `json:"reinjected"`
+		Moving     *int   `json:"moving"`
+	} `json:"batons"`
 	MemberStates []struct {
 		Name  string `json:"name"`
 		State string `json:"state"`
@@ -117,7 +123,11 @@ func poll(timeout time.Duration, check func() bool) (time.Duration, bool) {
 	}
 }
 
-func TestNamespaceCluster(t *testing.T) {
+// startCluster builds batond and starts numNodes daemons, one per
+// namespace of a fresh star, configured by environment variables alone
+// (plus extra), and returns them with the time of the last start.
+func startCluster(t *testing.T, extra ...string) ([]*node, time.Time) {
+	t.Helper()
 	nstest.Require(t)
 	bin := nstest.Build(t, "./cmd/batond")
 
@@ -159,7 +169,7 @@ func TestNamespaceCluster(t *testing.T) {
 	})
 
 	env := func(n *node) []string {
-		return []string{
+		return append([]string{
 			// PATH only for ip netns exec; nothing else is inherited,
 			// so no stray BATON_* or proxy variable leaks in.
 			"PATH=" + os.Getenv("PATH"),
@@ -170,7 +180,7 @@ func TestNamespaceCluster(t *testing.T) {
 			"BATON_HTTP_ADDR=" + netip.AddrPortFrom(n.addr, httpPort).String(),
 			fmt.Sprintf("BATON_MIN_NODES=%d", numNodes),
 			"BATON_LOG_LEVEL=info",
-		}
+		}, extra...)
 	}
 	for _, n := range nodes {
 		startNode(t, bin, n, env(n))
@@ -182,11 +192,20 @@ func TestNamespaceCluster(t *testing.T) {
 	}
 	t.Logf("started %d daemons within %v: %s", len(nodes),
 		lastStart.Sub(nodes[0].started).Round(time.Millisecond), strings.Join(started, "; "))
+	return nodes, lastStart
+}
 
-	names := make([]string, len(nodes))
+func nodeNames(nodes []*node) []string {
+	out := make([]string, len(nodes))
 	for i, n := range nodes {
-		names[i] = n.name
+		out[i] = n.name
 	}
+	return out
+}
+
+func TestNamespaceCluster(t *testing.T) {
+	nodes, lastStart := startCluster(t)
+	names := nodeNames(nodes)
 
 	// a. Formation: every node lists all members, and has a route to
 	// every other node.
@@ -281,6 +300,142 @@ func TestNamespaceCluster(t *testing.T) {
 	relayWindow(t, survivors, 1500*time.Millisecond, 5*time.Second, "3 survivors, window 1")
 	relayWindow(t, survivors, 1500*time.Millisecond, 5*time.Second, "3 survivors, window 2")
 	checkAlive(t, survivors)
+
+	// d. Stop the leader too (the lowest name, which every node seeds its
+	// route to): the two left see it leave and keep relaying.
+	stopCleanly(t, survivors[0], without(survivors, survivors[0]))
+}
+
+// stopCleanly sends SIGTERM to victim and checks that the others list
+// exactly themselves, see the victim as "left" and keep relaying.
+func stopCleanly(t *testing.T, victim *node, others []*node) {
+	t.Helper()
+	t.Logf("sending SIGTERM to %s (pid %d)", victim.name, victim.proc.Pid())
+	if err := victim.proc.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM %s: %v", victim.name, err)
+	}
+	if !victim.proc.Wait(15 * time.Second) {
+		t.Fatalf("%s did not exit within 15s of SIGTERM", victim.name)
+	}
+	if err := victim.proc.Err(); err != nil {
+		t.Fatalf("%s exited with %v after SIGTERM, want status 0", victim.name, err)
+	}
+	want := nodeNames(others)
+	var last []*status
+	var errs []error
+	if _, ok := poll(10*time.Second, func() bool {
+		last, errs = getAll(others)
+		for _, st := range last {
+			if st == nil || !slices.Equal(st.Members, want) {
+				return false
+			}
+		}
+		return true
+	}); !ok {
+		t.Fatalf("after %s left, the others do not list exactly %v:\n%s", victim.name, want, describe(others, last, errs))
+	}
+	for i, st := range last {
+		for _, ms := range st.MemberStates {
+			if ms.Name == victim.name && ms.State != "left" {
+				t.Errorf("%s sees %s as %q, want \"left\"", others[i].name, victim.name, ms.State)
+			}
+		}
+	}
+	relayWindow(t, others, 1500*time.Millisecond, 5*time.Second, fmt.Sprintf("%d nodes after %s left", len(others), victim.name))
+}
+
+// TestNamespaceCrashRecovery kills nodes with SIGKILL, a follower and then
+// the leader, with batons in flight, and measures how long the survivors
+// take to have every baton moving again: the batons the dead node held or
+// was being sent are found lost by the leader and injected again.
+func TestNamespaceCrashRecovery(t *testing.T) {
+	const batons = 4
+	nodes, _ := startCluster(t, fmt.Sprintf("BATON_BATONS=%d", batons))
+	names := nodeNames(nodes)
+	if _, ok := poll(formDeadline, func() bool {
+		sts, _ := getAll(nodes)
+		for _, st := range sts {
+			if st == nil || !slices.Equal(st.Members, names) || st.Hops == 0 {
+				return false
+			}
+		}
+		return true
+	}); !ok {
+		t.Fatal("cluster did not form and relay")
+	}
+
+	alive := nodes
+	for _, victim := range []*node{nodes[2], nodes[0]} {
+		alive = without(alive, victim)
+		killAndMeasure(t, victim, alive, batons)
+	}
+}
+
+// lossBound is how long recovery may take with the defaults: the dead
+// node is declared dead (BATON_DEAD_AFTER, 3s; it matters when the leader
+// dies), then the leader waits BATON_LOSS_TIMEOUT (2s) without progress,
+// plus a progress report interval and slack for a loaded machine.
+const lossBound = 3*time.Second + 2*time.Second + 3*time.Second
+
+func killAndMeasure(t *testing.T, victim *node, survivors []*node, batons int) {
+	t.Helper()
+	before, _ := getAll(survivors)
+	reinjected := func(sts []*status) uint64 {
+		var n uint64
+		for _, st := range sts {
+			if st != nil {
+				n += st.Batons.Reinjected
+			}
+		}
+		return n
+	}
+	r0 := reinjected(before)
+
+	t.Logf("sending SIGKILL to %s (pid %d)", victim.name, victim.proc.Pid())
+	killed := time.Now()
+	if err := victim.proc.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	victim.proc.Wait(5 * time.Second)
+
+	// Recovered: every survivor lists the others, and the leader says
+	// all batons moved within the loss timeout, checked once a loss
+	// timeout and a report interval have passed since the kill (before
+	// that, a lost baton still counts as moving). The recovery time is
+	// when the survivors' count of batons injected again rose.
+	var last []*status
+	var errs []error
+	var recovered time.Duration
+	want := nodeNames(survivors)
+	_, ok := poll(lossBound+2*time.Second, func() bool {
+		last, errs = getAll(survivors)
+		if recovered == 0 && reinjected(last) > r0 {
+			recovered = time.Since(killed)
+		}
+		if time.Since(killed) < 3*time.Second {
+			return false
+		}
+		for _, st := range last {
+			if st == nil || !slices.Equal(st.Members, want) {
+				return false
+			}
+			if st.Node == st.Leader && (st.Batons.Moving == nil || *st.Batons.Moving != batons) {
+				return false
+			}
+		}
+		return true
+	})
+	if !ok {
+		t.Fatalf("batons not all moving %v after SIGKILL of %s:\n%s", lossBound, victim.name, describe(survivors, last, errs))
+	}
+	lost := reinjected(last) - r0
+	if lost == 0 {
+		t.Logf("RECOVERY: SIGKILL of %s: no baton was lost; all %d moving", victim.name, batons)
+	} else {
+		t.Logf("RECOVERY: SIGKILL of %s: %d baton(s) lost, all injected again %.2fs after the kill; all %d moving",
+			victim.name, lost, recovered.Seconds(), batons)
+	}
+	relayWindow(t, survivors, 1500*time.Millisecond, 5*time.Second, fmt.Sprintf("%d nodes after %s was killed", len(survivors), victim.name))
 }
 
 func startNode(t *testing.T, bin string, n *node, env []string) {
