@@ -41,12 +41,12 @@ const (
 
 // status is the part of GET /status this test reads.
 type status struct {
-	Node         string   `json:"node"`
-	Members      []string `json:"members"`
-	Hops         uint64   `json:"hops"`
-	Leader       string   `json:"leader"`
-	Routes       []string `json:"routes"`
-	Batons       struct {
+	Node    string   `json:"node"`
+	Members []string `json:"members"`
+	Hops    uint64   `json:"hops"`
+	Leader  string   `json:"leader"`
+	Routes  []string `json:"routes"`
+	Batons  struct {
 		Lost       uint64 `json:"lost"`
 		Reinjected uint64 `json:"reinjected"`
 		Moving     *int   `json:"moving"`
