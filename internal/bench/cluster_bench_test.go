@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -126,8 +128,10 @@ func TestMain(m *testing.M) {
 }
 
 func ringMain() int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
 	inject, _ := strconv.Atoi(os.Getenv("RING_INJECT"))
-	err := RunRing(context.Background(), RingConfig{
+	err := RunRing(ctx, RingConfig{
 		Listen:   os.Getenv("RING_LISTEN"),
 		Next:     os.Getenv("RING_NEXT"),
 		Status:   os.Getenv("RING_STATUS"),
