@@ -360,17 +360,24 @@ func (h *hosts) sample(b *testing.B, ps []started) sample {
 	return s
 }
 
-func (h *hosts) measure(b *testing.B, cfg benchConfig, specs []procSpec) run {
+// observe starts specs, waits until they are ready and warm, and samples
+// them at the start and the end of a window; it stops them on return.
+func (h *hosts) observe(b *testing.B, cfg benchConfig, specs []procSpec, window time.Duration) (s0, s1 sample, rss uint64) {
 	ps := h.start(b, specs)
 	defer stopAll(b, ps)
 	h.waitReady(b, ps)
 	time.Sleep(cfg.warmup)
 
-	s0 := h.sample(b, ps)
-	time.Sleep(cfg.window)
-	s1 := h.sample(b, ps)
+	s0 = h.sample(b, ps)
+	time.Sleep(window)
+	s1 = h.sample(b, ps)
+	return s0, s1, peakRSS(b, ps)
+}
 
-	var r run
+func (h *hosts) measure(b *testing.B, cfg benchConfig, specs []procSpec) run {
+	s0, s1, rss := h.observe(b, cfg, specs, cfg.window)
+
+	r := run{rss: rss}
 	hops := float64(s1.hops - s0.hops)
 	r.rate = hops / s1.at.Sub(s0.at).Seconds()
 	var cpu time.Duration
@@ -382,26 +389,19 @@ func (h *hosts) measure(b *testing.B, cfg benchConfig, specs []procSpec) run {
 	}
 	lat := s1.lat.Sub(s0.lat)
 	r.p50, r.p99 = lat.Quantile(0.50), lat.Quantile(0.99)
-	r.rss = peakRSS(b, ps)
 	return r
 }
 
-// measureIdle runs a cluster with no batons and reports each node's CPU.
+// measureIdle runs a cluster with no batons and reports the busiest
+// node's CPU as a share of one core.
 func (h *hosts) measureIdle(b *testing.B, cfg benchConfig, specs []procSpec) run {
-	ps := h.start(b, specs)
-	defer stopAll(b, ps)
-	h.waitReady(b, ps)
-	time.Sleep(cfg.warmup)
-	s0 := h.sample(b, ps)
-	time.Sleep(2 * cfg.window)
-	s1 := h.sample(b, ps)
+	s0, s1, rss := h.observe(b, cfg, specs, 2*cfg.window)
 
-	var r run
+	r := run{rss: rss}
 	for i := range s1.cpu {
 		share := float64(s1.cpu[i]-s0.cpu[i]) / float64(s1.at.Sub(s0.at))
 		r.cpuShare = max(r.cpuShare, share)
 	}
-	r.rss = peakRSS(b, ps)
 	return r
 }
 

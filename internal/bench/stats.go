@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/baton-relay/baton/internal/textfmt"
 )
 
 // clockTick is the unit of utime and stime in /proc/<pid>/stat. Linux
@@ -100,15 +102,5 @@ func Ratio(a, b float64) float64 {
 	return a / b
 }
 
-// Group formats n with thousands separators.
-func Group(n float64) string {
-	s := strconv.FormatInt(int64(n+0.5), 10)
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
-}
+// Group formats a non-negative n, rounded, with thousands separators.
+func Group(n float64) string { return textfmt.Thousands(uint64(max(n, 0) + 0.5)) }

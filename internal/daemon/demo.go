@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/baton-relay/baton/internal/textfmt"
 )
 
 // DemoOptions describes a demo run.
@@ -240,7 +242,7 @@ func progressLine(elapsed time.Duration, members []int, n int, formed time.Durat
 		state = fmt.Sprintf("formed in %.2fs", formed.Seconds())
 	}
 	return fmt.Sprintf("[%3.0fs] members seen %s of %d (%s)  hops %s  rate %s/s",
-		elapsed.Seconds(), strings.Join(seen, "/"), n, state, groupDigits(hops), groupDigits(uint64(rate)))
+		elapsed.Seconds(), strings.Join(seen, "/"), n, state, textfmt.Thousands(hops), textfmt.Thousands(uint64(rate)))
 }
 
 func printDemoReport(w io.Writer, rep *DemoReport) {
@@ -250,14 +252,14 @@ func printDemoReport(w io.Writer, rep *DemoReport) {
 		if rep.Hops > 0 {
 			share = 100 * float64(n.Hops) / float64(rep.Hops)
 		}
-		fmt.Fprintf(w, "%-10s %8d %7d %14s %6.1f%%\n", n.Name, n.Members, n.Routes, groupDigits(n.Hops), share)
+		fmt.Fprintf(w, "%-10s %8d %7d %14s %6.1f%%\n", n.Name, n.Members, n.Routes, textfmt.Thousands(n.Hops), share)
 	}
 	rate := 0.0
 	if rep.Relaying > 0 {
 		rate = float64(rep.Hops) / rep.Relaying.Seconds()
 	}
 	fmt.Fprintf(w, "\ntotal %s hops in %.1fs of relaying: %s hops/s\n",
-		groupDigits(rep.Hops), rep.Relaying.Seconds(), groupDigits(uint64(rate)))
+		textfmt.Thousands(rep.Hops), rep.Relaying.Seconds(), textfmt.Thousands(uint64(rate)))
 }
 
 // check fails a demo in which the cluster did not form or some node
@@ -273,18 +275,6 @@ func (r *DemoReport) check(n int) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func groupDigits(n uint64) string {
-	s := fmt.Sprint(n)
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
 }
 
 func isTerminal(w io.Writer) bool {

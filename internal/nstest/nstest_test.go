@@ -66,16 +66,7 @@ func TestDoLeavesNoThreadBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, "hello from the namespace\n")
-			c.Close()
-		}
-	}()
+	go serve(ln, func(c net.Conn) { io.WriteString(c, "hello from the namespace\n") })
 
 	var inside string
 	if err := ns.Do(func() error {
@@ -147,15 +138,7 @@ func TestStar(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go serve(ln, func(net.Conn) {})
 	dial := func() time.Duration {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -256,5 +239,18 @@ func TestCleanup(t *testing.T) {
 		if ns.Exists() {
 			t.Errorf("namespace %s still exists after cleanup", ns.Name)
 		}
+	}
+}
+
+// serve accepts until ln is closed, hands each connection to fn, then
+// closes it.
+func serve(ln net.Listener, fn func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		fn(c)
+		c.Close()
 	}
 }
