@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/baton-relay/baton/internal/hist"
@@ -92,7 +93,8 @@ func RunRing(ctx context.Context, cfg RingConfig) error {
 	err = n.relay(prev, next)
 	// The benchmark stops ring nodes one by one, so a node sees its
 	// neighbour hang up: that is the normal end of a ring.
-	if ctx.Err() != nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+	if ctx.Err() != nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
 		return nil
 	}
 	return err
