@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -116,21 +117,20 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usageError{fmt.Errorf("demo: %w", err)}
 	}
 
-	level := "warn"
+	level := new(slog.LevelVar)
+	level.Set(slog.LevelWarn)
 	if *verbose {
-		level = "info"
+		level.Set(slog.LevelInfo)
 	}
-	log, err := daemon.NewLogger(stderr, "text", level)
-	if err != nil {
-		return err
-	}
-	_, err = daemon.RunDemo(ctx, daemon.DemoOptions{
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	_, err := daemon.RunDemo(ctx, daemon.DemoOptions{
 		Nodes:      *nodes,
 		Duration:   *duration,
 		Batons:     *batons,
 		PeerChoice: *choice,
 		Out:        stdout,
 		Log:        log,
+		Quiet:      func() { level.Set(slog.LevelError + 4) },
 	})
 	return err
 }

@@ -25,6 +25,10 @@ type DemoOptions struct {
 	PeerChoice string // "": BATON_PEER_CHOICE or its default
 	Out        io.Writer
 	Log        *slog.Logger // the nodes' logs
+	// Quiet, if set, is called once the report is printed, before the
+	// nodes stop: stopping a whole cluster at once makes its servers log
+	// connection resets that mean nothing here.
+	Quiet func()
 }
 
 // DemoNode is one node's line in the demo report.
@@ -62,6 +66,9 @@ func RunDemo(ctx context.Context, opts DemoOptions) (*DemoReport, error) {
 	defer stopDemoNodes(nodes)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Quiet != nil {
+		defer opts.Quiet() // runs before stopDemoNodes
 	}
 	started := time.Now()
 	for _, d := range nodes {
