@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -244,18 +243,6 @@ func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
 func (s *Server) Close() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
-}
-
-// WaitShutdown blocks until the server has stopped or ctx is done.
-func (s *Server) WaitShutdown(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { s.ns.WaitForShutdown(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // natsLogger forwards the server's printf-style log into slog. Its Fatalf

@@ -14,9 +14,6 @@ import (
 // SubjectPrefix + node name is the subject a node receives batons on.
 const SubjectPrefix = "baton.relay."
 
-// Wildcard matches every node's baton subject.
-const Wildcard = SubjectPrefix + "*"
-
 // Subject returns the baton subject of node.
 func Subject(node string) string { return SubjectPrefix + node }
 
