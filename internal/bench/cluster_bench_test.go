@@ -38,6 +38,10 @@ func BenchmarkCluster(b *testing.B) {
 		b.Fatal(err)
 	}
 	hosts := newHosts(b, cfg.netns)
+	hosts.logs = strings.TrimSuffix(cfg.out, ".txt") + "-logs"
+	if err := os.MkdirAll(hosts.logs, 0o755); err != nil {
+		b.Fatal(err)
+	}
 	b.Logf("topology: %s; rounds %d, warm-up %v, window %v, GOMAXPROCS=%q",
 		hosts.describe, cfg.rounds, cfg.warmup, cfg.window, os.Getenv("GOMAXPROCS"))
 
@@ -150,6 +154,11 @@ func ringMain() int {
 type hosts struct {
 	describe string
 	nodes    []hostNode
+	// logs receives every process's stderr, one file per process, so
+	// the routine noise of clusters stopping node by node stays out of
+	// the table; a failed start points there.
+	logs string
+	runs int
 }
 
 type hostNode struct {
@@ -286,14 +295,20 @@ type started struct {
 }
 
 func (h *hosts) start(b *testing.B, specs []procSpec) []started {
+	h.runs++
 	var out []started
-	for _, s := range specs {
+	for i, s := range specs {
+		log, err := os.Create(filepath.Join(h.logs, fmt.Sprintf("run%02d-node%d.log", h.runs, i+1)))
+		if err != nil {
+			b.Fatal(err)
+		}
 		cmd := s.node.command(s.bin, s.args...)
 		cmd.Env = s.env
-		cmd.Stderr = os.Stderr
+		cmd.Stderr = log
 		p, err := nstest.Start(cmd)
+		log.Close() // the child has its own copy
 		if err != nil {
-			b.Fatalf("start %s: %v", s.bin, err)
+			b.Fatalf("start %s: %v (logs in %s)", s.bin, err, h.logs)
 		}
 		out = append(out, started{s, p})
 	}
@@ -328,7 +343,7 @@ func (h *hosts) waitReady(b *testing.B, ps []started) {
 				break
 			}
 			if time.Now().After(deadline) {
-				b.Fatalf("%s not ready within 30s (last: %+v, %v)", p.spec.status, st, err)
+				b.Fatalf("%s not ready within 30s (last: %+v, %v); logs in %s", p.spec.status, st, err, h.logs)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
