@@ -145,19 +145,21 @@ func StartNode(cfg Config) (_ *Node, err error) {
 	}()
 
 	n.srv, err = StartServer(ServerConfig{
-		Name:          cfg.Name,
-		Cluster:       cfg.Cluster,
-		ClientHost:    cfg.ClientHost,
-		ClientPort:    cfg.ClientPort,
-		RouteHost:     cfg.RouteHost,
-		RoutePort:     cfg.RoutePort,
-		AdvertiseHost: advertise,
-		RouteUser:     RouteUser,
-		RoutePassword: DerivePassword(cfg.Secret, cfg.Cluster, "route"),
-		PingInterval:  cfg.RoutePing,
-		MaxPingsOut:   2,
-		Logger:        cfg.Logger,
-		LogNotices:    cfg.LogNotices,
+		Name:           cfg.Name,
+		Cluster:        cfg.Cluster,
+		ClientHost:     cfg.ClientHost,
+		ClientPort:     cfg.ClientPort,
+		RouteHost:      cfg.RouteHost,
+		RoutePort:      cfg.RoutePort,
+		AdvertiseHost:  advertise,
+		RouteUser:      RouteUser,
+		RoutePassword:  DerivePassword(cfg.Secret, cfg.Cluster, "route"),
+		ClientPassword: DerivePassword(cfg.Secret, cfg.Cluster, "client"),
+		SysPassword:    DerivePassword(cfg.Secret, cfg.Cluster, "sys"),
+		PingInterval:   cfg.RoutePing,
+		MaxPingsOut:    2,
+		Logger:         cfg.Logger,
+		LogNotices:     cfg.LogNotices,
 	})
 	if err != nil {
 		return nil, err

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // ServerConfig describes the embedded NATS server of one node.
@@ -33,6 +34,14 @@ type ServerConfig struct {
 	// RouteUser and RoutePassword are required of every incoming route
 	// and presented on every outgoing one.
 	RouteUser, RoutePassword string
+
+	// ClientPassword, when set, makes the client port require a user:
+	// ClientUser in the application account, where batons and heartbeats
+	// live, or SysUser with SysPassword in the system account, for
+	// `nats server` commands. Anonymous clients are refused. Empty leaves
+	// the client port open (tests of the server alone).
+	ClientPassword string
+	SysPassword    string
 
 	// PingInterval is the route keepalive. NATS's default lets a silently
 	// dead peer (a Pi that lost power) hold its route for about 90 s; a
@@ -89,6 +98,11 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if cfg.AdvertiseHost != "" && cfg.RoutePort > 0 {
 		opts.Cluster.Advertise = net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(cfg.RoutePort))
 	}
+	if cfg.ClientPassword != "" {
+		if err := setClientAuth(opts, cfg.ClientPassword, cfg.SysPassword); err != nil {
+			return nil, err
+		}
+	}
 
 	ns, err := server.NewServer(opts.Clone())
 	if err != nil {
@@ -110,6 +124,37 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// Client users. The names are fixed; the passwords derive from the secret.
+const (
+	ClientUser = "baton"
+	SysUser    = "sys"
+	appAccount = "BATON"
+	sysAccount = "SYS"
+)
+
+// setClientAuth creates the application and system accounts and their
+// users. Passwords are stored as bcrypt hashes (NATS warns about plain
+// ones); the lowest cost is enough, since the password is 128 random
+// bits and not something a person chose.
+func setClientAuth(opts *server.Options, clientPass, sysPass string) error {
+	app, sys := server.NewAccount(appAccount), server.NewAccount(sysAccount)
+	var users []*server.User
+	for _, u := range []struct {
+		name, pass string
+		acc        *server.Account
+	}{{ClientUser, clientPass, app}, {SysUser, sysPass, sys}} {
+		hash, err := bcrypt.GenerateFromPassword([]byte(u.pass), bcrypt.MinCost)
+		if err != nil {
+			return fmt.Errorf("client credentials: %w", err)
+		}
+		users = append(users, &server.User{Username: u.name, Password: string(hash), Account: u.acc})
+	}
+	opts.Accounts = []*server.Account{app, sys}
+	opts.Users = users
+	opts.SystemAccount = sysAccount
+	return nil
 }
 
 // waitReady waits for the server's listeners, failing as soon as the
@@ -231,6 +276,9 @@ func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
 		nats.Name(name),
 		nats.NoEcho(),
 		nats.MaxReconnects(-1),
+	}
+	if s.cfg.ClientPassword != "" {
+		base = append(base, nats.UserInfo(ClientUser, s.cfg.ClientPassword))
 	}
 	nc, err := nats.Connect("", append(base, opts...)...)
 	if err != nil {

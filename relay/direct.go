@@ -233,10 +233,7 @@ func (r *Relay) connectPeer(name, url string) (*peerConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := natsproto.Handshake(nc, natsproto.ConnectOptions{
-		Name:         r.cfg.Node + "-relay-to-" + name,
-		WriteTimeout: directTimeout,
-	}, directTimeout)
+	conn, err := natsproto.Handshake(nc, r.connectOptions("-relay-to-"+name, directTimeout), directTimeout)
 	if err != nil {
 		nc.Close()
 		return nil, err

@@ -30,14 +30,9 @@ const (
 // reports and epoch announcements, and starts its reader. Keeping this
 // traffic off the baton connection keeps the hot loop free of it.
 func (r *Relay) startControlConn(dial Dialer) error {
-	nc, err := dial()
+	c, err := r.handshake(dial, "-relay-control")
 	if err != nil {
-		return fmt.Errorf("relay control connection: %w", err)
-	}
-	c, err := natsproto.Handshake(nc, natsproto.ConnectOptions{Name: r.cfg.Node + "-relay-control"}, 5*time.Second)
-	if err != nil {
-		nc.Close()
-		return fmt.Errorf("relay control connection: %w", err)
+		return err
 	}
 	if err := c.Subscribe(ProgressPrefix+"*", sidProgress); err != nil {
 		c.Close()

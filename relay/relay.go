@@ -35,6 +35,9 @@ type Config struct {
 	// declares a silent peer dead after its own timeout; this is for the
 	// peer that visibly went away (its kernel reset the connection).
 	DownFor time.Duration
+	// ClientPassword authenticates the relay's connections as
+	// cluster.ClientUser; empty connects without a user.
+	ClientPassword string
 	// LossTimeout is how long a baton may make no visible progress
 	// before the leader injects it again (see progress.go). Zero turns
 	// loss recovery off.
@@ -162,14 +165,10 @@ func Start(cfg Config, dial Dialer, m Membership) (*Relay, error) {
 	r.hot = newPasser(r, rand.New(rand.NewPCG(seed, 1)))
 	r.ctrl = newPasser(r, rand.New(rand.NewPCG(seed, 2)))
 
-	nc, err := dial()
+	var err error
+	r.conn, err = r.handshake(dial, "-relay")
 	if err != nil {
-		return nil, fmt.Errorf("relay connection: %w", err)
-	}
-	r.conn, err = natsproto.Handshake(nc, natsproto.ConnectOptions{Name: cfg.Node + "-relay"}, 5*time.Second)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("relay connection: %w", err)
+		return nil, err
 	}
 	if err := r.conn.Subscribe(Subject(cfg.Node), sid); err != nil {
 		r.conn.Close()
@@ -189,6 +188,40 @@ func Start(cfg Config, dial Dialer, m Membership) (*Relay, error) {
 func (r *Relay) serve() {
 	defer r.wg.Done()
 	r.served <- r.conn.Serve(handler{r})
+}
+
+// handshake opens a connection to the local server. It tries a few
+// times: with client users configured, every NATS config reload (the
+// route manager's, as peers come and go) re-checks authorization and
+// drops a client caught in the middle of its handshake. Established
+// connections are not affected.
+func (r *Relay) handshake(dial Dialer, suffix string) (*natsproto.Conn, error) {
+	var err error
+	for attempt := range 5 {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 20 * time.Millisecond)
+		}
+		var nc net.Conn
+		if nc, err = dial(); err != nil {
+			continue
+		}
+		var c *natsproto.Conn
+		if c, err = natsproto.Handshake(nc, r.connectOptions(suffix, 0), 5*time.Second); err == nil {
+			return c, nil
+		}
+		nc.Close()
+	}
+	return nil, fmt.Errorf("relay connection%s: %w", suffix, err)
+}
+
+// connectOptions names a connection of this relay and gives it the
+// client credentials.
+func (r *Relay) connectOptions(suffix string, writeTimeout time.Duration) natsproto.ConnectOptions {
+	o := natsproto.ConnectOptions{Name: r.cfg.Node + suffix, WriteTimeout: writeTimeout}
+	if r.cfg.ClientPassword != "" {
+		o.User, o.Pass = cluster.ClientUser, r.cfg.ClientPassword
+	}
+	return o
 }
 
 // Hops returns the number of batons this node has passed on.

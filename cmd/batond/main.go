@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -21,6 +22,9 @@ import (
 const usage = `usage:
   batond            run the daemon, configured by BATON_* environment variables
   batond demo       run a cluster of several nodes on this machine (no root)
+  batond credentials
+                    print the cluster's NATS users (derived from BATON_SECRET
+                    and BATON_CLUSTER_NAME) and nats CLI context commands
   batond version    print the version
 
 See README.md and .env.example for every variable.
@@ -59,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
+	case "credentials":
+		return runCredentials(stdout)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "batond", daemon.Version)
 		return nil
@@ -87,6 +93,29 @@ func checkDemoFlags(fs *flag.FlagSet, nodes int, duration time.Duration, batons 
 			return fmt.Errorf("-peer-choice: %w", err)
 		}
 	}
+	return nil
+}
+
+func runCredentials(stdout io.Writer) error {
+	cfg, err := daemon.LoadConfig()
+	if err != nil {
+		return err
+	}
+	c := daemon.ClientCredentials(cfg)
+	_, port, _ := net.SplitHostPort(cfg.NATSListen)
+	fmt.Fprintf(stdout, `NATS users of cluster %q (derived from BATON_SECRET; the same on every node)
+
+  application: user %s  password %s
+  system:      user %s  password %s
+
+For the nats CLI (replace HOST with any node):
+  nats context add %s --server nats://HOST:%s --user %s --password %s --select
+  nats context add %s-sys --server nats://HOST:%s --user %s --password %s
+  nats sub 'baton.>'
+  nats --context %s-sys server list
+`, cfg.ClusterName, c.User, c.Password, c.SysUser, c.SysPassword,
+		cfg.ClusterName, port, c.User, c.Password,
+		cfg.ClusterName, port, c.SysUser, c.SysPassword, cfg.ClusterName)
 	return nil
 }
 

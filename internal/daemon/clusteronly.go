@@ -46,3 +46,20 @@ func RunClusterOnly(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	return nil
 }
+
+// Credentials are the NATS client users of a cluster, derived from its
+// secret: every node computes the same ones, and nothing stores them.
+type Credentials struct {
+	User, Password       string // application account: batons, heartbeats
+	SysUser, SysPassword string // system account: `nats server` commands
+}
+
+// ClientCredentials derives the client users of cfg's cluster.
+func ClientCredentials(cfg Config) Credentials {
+	return Credentials{
+		User:        cluster.ClientUser,
+		Password:    cluster.DerivePassword(cfg.Secret, cfg.ClusterName, "client"),
+		SysUser:     cluster.SysUser,
+		SysPassword: cluster.DerivePassword(cfg.Secret, cfg.ClusterName, "sys"),
+	}
+}
