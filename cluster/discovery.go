@@ -47,7 +47,18 @@ type DiscoveryStats struct {
 	Accepted   uint64            `json:"accepted"`
 	Dropped    map[string]uint64 `json:"dropped"` // by DropReason name
 	Backlog    uint64            `json:"backlog_drops"`
+	// HeardMSAgo is how long ago another node's announcement was last
+	// accepted; absent if none ever was.
+	HeardMSAgo *int64 `json:"heard_ms_ago,omitempty"`
+	// Isolated is true when no other node has been heard for
+	// isolatedAfter intervals: either this node is alone, or multicast
+	// does not reach it (and no seed does).
+	Isolated bool `json:"isolated"`
 }
+
+// isolatedAfter is how many announcement intervals of silence make a
+// node call itself isolated: a few, so that lost packets do not.
+const isolatedAfter = 5
 
 // Discovery announces this node on a multicast group (and to seeds by
 // unicast) and reports the announcements it hears.
@@ -70,6 +81,9 @@ type Discovery struct {
 	once    sync.Once
 	closing atomic.Bool
 	leaving atomic.Bool // set by Leave; every later announcement says so
+
+	start     time.Time
+	lastHeard atomic.Int64 // time.Since(start) of the last accepted announcement, 0: never
 
 	seq      atomic.Uint64
 	sent     atomic.Uint64
@@ -104,6 +118,7 @@ func OpenDiscovery(cfg DiscoveryConfig) (*Discovery, error) {
 		heard:   make(chan Heard, 64),
 		trigger: make(chan struct{}, 1),
 		stop:    make(chan struct{}),
+		start:   time.Now(),
 	}
 	d.wg.Add(2)
 	go d.sendLoop()
@@ -174,6 +189,14 @@ func (d *Discovery) Stats() DiscoveryStats {
 	for _, r := range DropReasons() {
 		st.Dropped[r.String()] = d.drops[r].Load()
 	}
+	since := time.Since(d.start)
+	silent := since
+	if last := d.lastHeard.Load(); last != 0 {
+		silent = since - time.Duration(last)
+		ago := silent.Milliseconds()
+		st.HeardMSAgo = &ago
+	}
+	st.Isolated = silent >= isolatedAfter*d.cfg.Interval
 	return st
 }
 
@@ -324,6 +347,7 @@ func (d *Discovery) handle(pkt []byte, src net.Addr, filter *Filter, limiter *lo
 	}
 
 	d.accepted.Add(1)
+	d.lastHeard.Store(int64(max(now.Sub(d.start), 1)))
 	select {
 	case d.heard <- Heard{Announcement: a, From: src, At: now, NewBoot: newBoot}:
 	default:

@@ -306,7 +306,7 @@ func (n *Node) routeLoop() {
 	defer n.wg.Done()
 
 	planner := NewRoutePlanner(n.cfg.Name, n.cfg.Routes)
-	limiter := newLogLimiter(time.Minute, 1)
+	limiter := newLogLimiter(time.Minute, 4)
 	// Announcements wake this loop at once; the tick paces the checks
 	// that need time to pass (HealAfter, Grace), each a Routez call.
 	tick := time.NewTicker(500 * time.Millisecond)
@@ -332,6 +332,7 @@ func (n *Node) routeLoop() {
 				continue
 			}
 		case <-tick.C:
+			n.reportIsolation(limiter)
 		}
 		linked = n.replan(planner, linked)
 	}
@@ -357,6 +358,20 @@ func (n *Node) nameConflict(h Heard, limiter *logLimiter) {
 	if limiter.allow("conflict", time.Now()) {
 		n.log.Error("another node announces this node's name; one of them must be renamed", "name", n.cfg.Name, "from", h.From)
 	}
+}
+
+// reportIsolation logs, once a minute, that no other node has been heard.
+// It cannot tell "alone" from "cut off", so it says what it knows and
+// where to look.
+func (n *Node) reportIsolation(limiter *logLimiter) {
+	st := n.disc.Stats()
+	if !st.Isolated || !limiter.allow("isolated", time.Now()) {
+		return
+	}
+	n.log.Warn("no discovery announcement heard from any other node; if other nodes run, "+
+		"multicast does not reach this one: check the firewall (UDP discovery port), IGMP snooping, "+
+		"Wi-Fi power saving and BATON_MULTICAST_IF, or list peers in BATON_SEEDS",
+		"silent_for", (isolatedAfter * n.cfg.AnnounceInterval).String(), "sent", st.Sent)
 }
 
 // replan applies the planner's routes and returns the connected peers.

@@ -128,12 +128,23 @@ func poll(timeout time.Duration, check func() bool) (time.Duration, bool) {
 // (plus extra), and returns them with the time of the last start.
 func startCluster(t *testing.T, extra ...string) ([]*node, time.Time) {
 	t.Helper()
+	return startClusterWith(t, nil, extra...)
+}
+
+// startClusterWith is startCluster with a prepare step that runs once the
+// network exists and before any daemon starts (to inject a fault, say);
+// the variables it returns are given to every daemon too.
+func startClusterWith(t *testing.T, prepare func(*nstest.Star) []string, extra ...string) ([]*node, time.Time) {
+	t.Helper()
 	nstest.Require(t)
 	bin := nstest.Build(t, "./cmd/batond")
 
 	star := nstest.NewStar(t, numNodes)
 	t.Logf("topology: switch %s (bridge %s), subnet %s/24",
 		star.Switch.Name, star.Bridge, star.Nodes[0].Addr)
+	if prepare != nil {
+		extra = append(extra, prepare(star)...)
+	}
 
 	secret := nstest.Suffix() + nstest.Suffix() + nstest.Suffix()
 	clusterName := "e2e-" + nstest.Suffix()
@@ -571,4 +582,96 @@ func sameSet(a, b []string) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(a, b)
+}
+
+// dropMulticast makes the switch (the bridge) drop IPv4 multicast while
+// it forwards unicast and ARP: a switch or access point that does not
+// pass multicast. Senders see no error, as on a real network.
+func dropMulticast(t *testing.T, star *nstest.Star) {
+	t.Helper()
+	nstest.RequireNft(t)
+	err := star.Switch.Nft(`table bridge bt_fault {
+	chain forward {
+		type filter hook forward priority 0;
+		ip daddr 224.0.0.0/4 drop
+	}
+}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNamespaceMulticastBlocked: where multicast does not pass, a cluster
+// given BATON_SEEDS still forms and relays (announcements go by unicast),
+// and one without seeds says on every node that it hears no one.
+func TestNamespaceMulticastBlocked(t *testing.T) {
+	t.Run("with-seeds", func(t *testing.T) {
+		nodes, lastStart := startClusterWith(t, func(star *nstest.Star) []string {
+			dropMulticast(t, star)
+			var seeds []string
+			for _, n := range star.Nodes {
+				seeds = append(seeds, n.Addr.String())
+			}
+			return []string{"BATON_SEEDS=" + strings.Join(seeds, ",")}
+		})
+		names := nodeNames(nodes)
+		_, ok := poll(formDeadline, func() bool {
+			sts, _ := getAll(nodes)
+			for _, st := range sts {
+				if st == nil || !slices.Equal(st.Members, names) {
+					return false
+				}
+			}
+			return true
+		})
+		if !ok {
+			t.Fatalf("no cluster with seeds and multicast dropped, %v after the last start", formDeadline)
+		}
+		t.Logf("SEEDS: all %d members listed %.2fs after the last start, with the bridge dropping multicast",
+			len(nodes), time.Since(lastStart).Seconds())
+		relayWindow(t, nodes, 1500*time.Millisecond, 10*time.Second, "seeded cluster")
+	})
+
+	t.Run("without-seeds", func(t *testing.T) {
+		nodes, _ := startClusterWith(t, func(star *nstest.Star) []string {
+			dropMulticast(t, star)
+			return nil
+		})
+		type disc struct {
+			Discovery struct {
+				Sent     uint64 `json:"sent"`
+				Isolated bool   `json:"isolated"`
+			} `json:"discovery"`
+			Members []string `json:"members"`
+		}
+		// Five announcement intervals of silence (about 5 s) make a node
+		// call itself isolated.
+		if _, ok := poll(15*time.Second, func() bool {
+			for _, n := range nodes {
+				resp, err := n.client.Get(n.url)
+				if err != nil {
+					return false
+				}
+				var d disc
+				err = json.NewDecoder(resp.Body).Decode(&d)
+				resp.Body.Close()
+				if err != nil || !d.Discovery.Isolated || d.Discovery.Sent == 0 || len(d.Members) != 1 {
+					return false
+				}
+			}
+			return true
+		}); !ok {
+			t.Fatal("not every node reports itself isolated with multicast dropped and no seeds")
+		}
+		for _, n := range nodes {
+			log, err := os.ReadFile(n.log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(log), "no discovery announcement heard from any other node") {
+				t.Errorf("%s's log does not say that it hears no one", n.name)
+			}
+		}
+	})
 }

@@ -9,6 +9,7 @@ set -euo pipefail
 
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables) # fault injection in namespaces
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -248,6 +248,32 @@ func (ns *NS) DeleteLink(dev string) error {
 	return err
 }
 
+// Nft loads an nftables ruleset into the namespace (nft -f -), for
+// injecting faults such as dropped multicast. This kernel has no netem;
+// nftables drops packets just as well. Rules go with the namespace.
+func (ns *NS) Nft(ruleset string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := ns.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(ruleset)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft in %s: %v: %s", ns.Name, err, out)
+	}
+	return nil
+}
+
+// RequireNft makes sure nft is installed, like Require does for ip.
+func RequireNft(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath("nft"); err != nil {
+		msg := "SKIP: nftables' nft not found; make test installs it when run as root"
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI=true, so a skip is a failure. " + msg)
+		}
+		t.Skip(msg)
+	}
+}
+
 // Do runs fn on an OS thread that has entered the namespace. Sockets
 // fn creates belong to the namespace and keep working from any thread
 // afterwards.
