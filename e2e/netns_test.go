@@ -675,3 +675,50 @@ func TestNamespaceMulticastBlocked(t *testing.T) {
 		}
 	})
 }
+
+// TestNamespaceLossyMulticast: with 40% of multicast dropped on the
+// switch, as on a poor Wi-Fi, the cluster forms and membership does not
+// flap, because membership comes from heartbeats over the routes, not
+// from single announcements. Every node must list all members at every
+// poll for 10 s.
+func TestNamespaceLossyMulticast(t *testing.T) {
+	nodes, _ := startClusterWith(t, func(star *nstest.Star) []string {
+		nstest.RequireNft(t)
+		err := star.Switch.Nft(`table bridge bt_fault {
+	chain forward {
+		type filter hook forward priority 0;
+		ip daddr 224.0.0.0/4 numgen random mod 100 < 40 drop
+	}
+}
+`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nil
+	})
+	names := nodeNames(nodes)
+	all := func() bool {
+		sts, _ := getAll(nodes)
+		for _, st := range sts {
+			if st == nil || !slices.Equal(st.Members, names) {
+				return false
+			}
+		}
+		return true
+	}
+	if _, ok := poll(formDeadline, all); !ok {
+		t.Fatal("no cluster with 40% of multicast dropped")
+	}
+
+	polls, misses := 0, 0
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		polls++
+		if !all() {
+			misses++
+		}
+	}
+	t.Logf("FLAP: with 40%% multicast loss, membership complete at %d of %d polls over 10s", polls-misses, polls)
+	if misses > 0 {
+		t.Errorf("membership flapped: incomplete at %d of %d polls", misses, polls)
+	}
+}
