@@ -722,3 +722,74 @@ func TestNamespaceLossyMulticast(t *testing.T) {
 		t.Errorf("membership flapped: incomplete at %d of %d polls", misses, polls)
 	}
 }
+
+// TestNamespaceLinkOutage cuts one node's link for 30 s without closing
+// anything (every packet in and out dropped, as when a cable is pulled or
+// Wi-Fi drops), then restores it. The others must go on relaying every
+// baton meanwhile; afterwards the node must rejoin and relay again within
+// a bound derived from the defaults: its routes are dropped as stale after
+// about 3 route pings (3 s); once the link is back, the next announcement
+// (1 s, jittered) lets the route planner redial at once or, for a peer
+// still missing, after HealAfter (3 announcement intervals, 3 s); the
+// route forms in milliseconds and heartbeats follow (0.5 s). So 8 s, with
+// slack for this machine: 12 s.
+func TestNamespaceLinkOutage(t *testing.T) {
+	const batons = 4
+	nodes, _ := startCluster(t, fmt.Sprintf("BATON_BATONS=%d", batons))
+	names := nodeNames(nodes)
+	complete := func(ns []*node, want []string) bool {
+		sts, _ := getAll(ns)
+		for _, st := range sts {
+			if st == nil || !slices.Equal(st.Members, want) {
+				return false
+			}
+		}
+		return true
+	}
+	if _, ok := poll(formDeadline, func() bool { return complete(nodes, names) }); !ok {
+		t.Fatal("cluster did not form")
+	}
+	relayWindow(t, nodes, time.Second, 10*time.Second, "before the outage")
+
+	victim := nodes[2]
+	others := without(nodes, victim)
+	cut := fmt.Sprintf(`table inet bt_cut {
+	chain in { type filter hook input priority 0; iifname "%s" drop; }
+	chain out { type filter hook output priority 0; oifname "%s" drop; }
+}
+`, victim.dev, victim.dev)
+	nstest.RequireNft(t)
+	if err := victim.ns.Nft(cut); err != nil {
+		t.Fatal(err)
+	}
+	cutAt := time.Now()
+	t.Logf("cut %s's link (%s) at %s", victim.name, victim.dev, cutAt.Format(time.TimeOnly))
+
+	// While it is cut off: the others drop it and keep every baton moving.
+	if _, ok := poll(15*time.Second, func() bool { return complete(others, without(names, victim.name)) }); !ok {
+		t.Fatal("the others did not drop the cut-off node from their members")
+	}
+	time.Sleep(time.Until(cutAt.Add(8 * time.Second))) // past dead timeout + loss timeout
+	sts, _ := getAll(others)
+	for _, st := range sts {
+		if st != nil && st.Node == st.Leader && (st.Batons.Moving == nil || *st.Batons.Moving != batons) {
+			t.Errorf("during the outage the leader %s sees %v of %d batons moving", st.Node, st.Batons.Moving, batons)
+		}
+	}
+	relayWindow(t, others, time.Second, 10*time.Second, "during the outage")
+
+	time.Sleep(time.Until(cutAt.Add(30 * time.Second)))
+	if err := victim.ns.Nft("delete table inet bt_cut\n"); err != nil {
+		t.Fatal(err)
+	}
+	restored := time.Now()
+	t.Logf("restored %s's link after %.1fs", victim.name, restored.Sub(cutAt).Seconds())
+
+	took, ok := poll(12*time.Second, func() bool { return complete(nodes, names) })
+	if !ok {
+		last, errs := getAll(nodes)
+		t.Fatalf("%s did not rejoin within 12s of the link coming back:\n%s", victim.name, describe(nodes, last, errs))
+	}
+	t.Logf("OUTAGE: after a 30s link cut, %s is back in every node's members %.2fs after the link was restored", victim.name, took.Seconds())
+	relayWindow(t, nodes, 1500*time.Millisecond, 10*time.Second, "after the outage")
+}
