@@ -793,3 +793,58 @@ func TestNamespaceLinkOutage(t *testing.T) {
 	t.Logf("OUTAGE: after a 30s link cut, %s is back in every node's members %.2fs after the link was restored", victim.name, took.Seconds())
 	relayWindow(t, nodes, 1500*time.Millisecond, 10*time.Second, "after the outage")
 }
+
+// TestNamespaceLateAddress starts a node whose interface has no address
+// yet (a Pi whose Wi-Fi comes up after batond): it must wait, not exit,
+// and join within about two announcement periods once the address
+// appears.
+func TestNamespaceLateAddress(t *testing.T) {
+	var late *nstest.StarNode
+	nodes, _ := startClusterWith(t, func(star *nstest.Star) []string {
+		late = star.Nodes[len(star.Nodes)-1]
+		if _, err := late.NS.IP("addr", "flush", "dev", late.Dev); err != nil {
+			t.Fatal(err)
+		}
+		return nil
+	})
+	early, lateNode := nodes[:len(nodes)-1], nodes[len(nodes)-1]
+	earlyNames := nodeNames(early)
+	if _, ok := poll(formDeadline, func() bool {
+		sts, _ := getAll(early)
+		for _, st := range sts {
+			if st == nil || !slices.Equal(st.Members, earlyNames) {
+				return false
+			}
+		}
+		return true
+	}); !ok {
+		t.Fatal("the three nodes with addresses did not form")
+	}
+	time.Sleep(2 * time.Second)
+	if !lateNode.proc.Running() {
+		t.Fatalf("%s exited while its interface had no address: %v", lateNode.name, lateNode.proc.Err())
+	}
+	if log, _ := os.ReadFile(lateNode.log); !strings.Contains(string(log), "waiting for an IPv4 address") {
+		t.Errorf("%s's log does not say it waits for an address", lateNode.name)
+	}
+
+	if err := late.NS.AddAddr(late.Dev, late.Addr.String()+"/24"); err != nil {
+		t.Fatal(err)
+	}
+	names := nodeNames(nodes)
+	took, ok := poll(10*time.Second, func() bool {
+		sts, _ := getAll(nodes)
+		for _, st := range sts {
+			if st == nil || !slices.Equal(st.Members, names) {
+				return false
+			}
+		}
+		return true
+	})
+	if !ok {
+		t.Fatalf("%s did not join within 10s of its address appearing", lateNode.name)
+	}
+	t.Logf("LATE ADDRESS: %s joined %.2fs after its address appeared (two announcement periods: 2s)", lateNode.name, took.Seconds())
+	relayWindow(t, nodes, 1500*time.Millisecond, 10*time.Second, "after the late node joined")
+	relayWindow(t, nodes, 1500*time.Millisecond, 10*time.Second, "after the late node joined, later")
+}

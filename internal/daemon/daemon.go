@@ -211,6 +211,37 @@ func splitListen(addr string) (string, int) {
 	return host, p
 }
 
+// waitForAddress waits until BATON_MULTICAST_IF has an IPv4 address, when
+// the address is needed (no BATON_ADVERTISE) and missing. An interface
+// that does not exist at all is a configuration error, left to Start.
+func waitForAddress(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if cfg.MulticastIF == "" || cfg.Advertise != "" {
+		return nil
+	}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for logged := false; ; logged = true {
+		ifi, err := net.InterfaceByName(cfg.MulticastIF)
+		if err != nil {
+			return nil
+		}
+		if _, err := cluster.InterfaceIPv4(ifi); err == nil {
+			if logged {
+				log.Info("address appeared; starting", "interface", ifi.Name)
+			}
+			return nil
+		}
+		if !logged {
+			log.Warn("waiting for an IPv4 address on the discovery interface", "interface", ifi.Name)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
 // checkFree reports whether a TCP listen address can be bound now.
 func checkFree(addr string) error {
 	if _, port, _ := net.SplitHostPort(addr); port == "0" {
@@ -290,8 +321,13 @@ func (d *Daemon) Close() {
 	}
 }
 
-// Run starts a daemon and stops it cleanly when ctx is done.
+// Run starts a daemon and stops it cleanly when ctx is done. If the
+// discovery interface has no IPv4 address yet (a Pi whose Wi-Fi comes up
+// after batond), it waits for one instead of failing into a restart loop.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := waitForAddress(ctx, cfg, log); err != nil || ctx.Err() != nil {
+		return err
+	}
 	d, err := Start(cfg, log)
 	if err != nil {
 		return err
