@@ -69,6 +69,8 @@ type node struct {
 
 	proc    *nstest.Proc
 	started time.Time
+	bin     string   // what startNode ran, for restarts
+	env     []string // ... and with which environment
 }
 
 // get fetches the node's status from inside its namespace.
@@ -451,7 +453,9 @@ func killAndMeasure(t *testing.T, victim *node, survivors []*node, batons int) {
 
 func startNode(t *testing.T, bin string, n *node, env []string) {
 	t.Helper()
-	f, err := os.Create(n.log)
+	n.bin, n.env = bin, env
+	// Append: a restarted node keeps its earlier log.
+	f, err := os.OpenFile(n.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -847,4 +851,68 @@ func TestNamespaceLateAddress(t *testing.T) {
 	t.Logf("LATE ADDRESS: %s joined %.2fs after its address appeared (two announcement periods: 2s)", lateNode.name, took.Seconds())
 	relayWindow(t, nodes, 1500*time.Millisecond, 10*time.Second, "after the late node joined")
 	relayWindow(t, nodes, 1500*time.Millisecond, 10*time.Second, "after the late node joined, later")
+}
+
+// TestNamespaceSoak runs batons for 60 s while a node is killed with
+// SIGKILL and started again every 10 s, a different one each time, the
+// leader included. At the end every baton must be moving (the leader sees
+// all of them move within the loss timeout) and every node relaying.
+// Counters never go backwards by construction (positions only rise; see
+// relay/progress.go), which the unit tests check.
+func TestNamespaceSoak(t *testing.T) {
+	const batons = 8
+	nodes, _ := startCluster(t, fmt.Sprintf("BATON_BATONS=%d", batons))
+	names := nodeNames(nodes)
+	complete := func() bool {
+		sts, _ := getAll(nodes)
+		for _, st := range sts {
+			if st == nil || !slices.Equal(st.Members, names) {
+				return false
+			}
+		}
+		return true
+	}
+	if _, ok := poll(formDeadline, complete); !ok {
+		t.Fatal("cluster did not form")
+	}
+
+	start := time.Now()
+	for cycle := range 6 {
+		time.Sleep(time.Until(start.Add(time.Duration(cycle) * 10 * time.Second)))
+		victim := nodes[(cycle+2)%len(nodes)] // n3, n4, n1 (the leader), n2, n3, n4
+		if err := victim.proc.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		victim.proc.Wait(5 * time.Second)
+		startNode(t, victim.bin, victim, victim.env)
+		t.Logf("soak %2.0fs: killed and restarted %s", time.Since(start).Seconds(), victim.name)
+	}
+	time.Sleep(time.Until(start.Add(60 * time.Second)))
+
+	// Settle: the last restart is 10 s old; allow the loss timeout and
+	// slack for the last losses to be recovered.
+	var last []*status
+	var errs []error
+	took, ok := poll(15*time.Second, func() bool {
+		last, errs = getAll(nodes)
+		for _, st := range last {
+			if st == nil || !slices.Equal(st.Members, names) {
+				return false
+			}
+			if st.Node == st.Leader && (st.Batons.Moving == nil || *st.Batons.Moving != batons) {
+				return false
+			}
+		}
+		return true
+	})
+	if !ok {
+		t.Fatalf("after the soak not every baton is moving:\n%s", describe(nodes, last, errs))
+	}
+	var reinjected uint64
+	for _, st := range last {
+		reinjected += st.Batons.Reinjected
+	}
+	t.Logf("SOAK: 60s, 6 kill -9 and restarts; all %d batons moving %.2fs after the end; %d re-injections counted by the running processes",
+		batons, took.Seconds(), reinjected)
+	relayWindow(t, nodes, 1500*time.Millisecond, 10*time.Second, "after the soak")
 }
