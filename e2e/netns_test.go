@@ -357,8 +357,8 @@ func stopCleanly(t *testing.T, victim *node, others []*node) {
 	relayWindow(t, others, 1500*time.Millisecond, 5*time.Second, fmt.Sprintf("%d nodes after %s left", len(others), victim.name))
 }
 
-// TestNamespaceCrashRecovery kills nodes with SIGKILL, a follower and then
-// the leader, with batons in flight, and measures how long the survivors
+// TestNamespaceCrashRecovery kills nodes with SIGKILL, a follower, then the
+// leader, then two nodes at once, with batons in flight, and measures how long the survivors
 // take to have every baton moving again: the batons the dead node held or
 // was being sent are found lost by the leader and injected again.
 func TestNamespaceCrashRecovery(t *testing.T) {
@@ -377,10 +377,31 @@ func TestNamespaceCrashRecovery(t *testing.T) {
 		t.Fatal("cluster did not form and relay")
 	}
 
-	alive := nodes
-	for _, victim := range []*node{nodes[2], nodes[0]} {
-		alive = without(alive, victim)
-		killAndMeasure(t, victim, alive, batons)
+	// A follower, then the leader, each started again afterwards; then
+	// two nodes at once.
+	for _, victims := range [][]*node{{nodes[2]}, {nodes[0]}, {nodes[1], nodes[2]}} {
+		alive := nodes
+		for _, v := range victims {
+			alive = without(alive, v)
+		}
+		killAndMeasure(t, victims, alive, batons)
+		if len(victims) > 1 {
+			break
+		}
+		for _, v := range victims {
+			startNode(t, v.bin, v, v.env)
+		}
+		if _, ok := poll(formDeadline, func() bool {
+			sts, _ := getAll(nodes)
+			for _, st := range sts {
+				if st == nil || !slices.Equal(st.Members, names) {
+					return false
+				}
+			}
+			return true
+		}); !ok {
+			t.Fatalf("%s did not rejoin after a restart", victims[0].name)
+		}
 	}
 }
 
@@ -390,7 +411,7 @@ func TestNamespaceCrashRecovery(t *testing.T) {
 // plus a progress report interval and slack for a loaded machine.
 const lossBound = 3*time.Second + 2*time.Second + 3*time.Second
 
-func killAndMeasure(t *testing.T, victim *node, survivors []*node, batons int) {
+func killAndMeasure(t *testing.T, victims []*node, survivors []*node, batons int) {
 	t.Helper()
 	before, _ := getAll(survivors)
 	reinjected := func(sts []*status) uint64 {
@@ -404,12 +425,17 @@ func killAndMeasure(t *testing.T, victim *node, survivors []*node, batons int) {
 	}
 	r0 := reinjected(before)
 
-	t.Logf("sending SIGKILL to %s (pid %d)", victim.name, victim.proc.Pid())
+	what := strings.Join(nodeNames(victims), " and ")
+	t.Logf("sending SIGKILL to %s", what)
 	killed := time.Now()
-	if err := victim.proc.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+	for _, v := range victims {
+		if err := v.proc.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
 	}
-	victim.proc.Wait(5 * time.Second)
+	for _, v := range victims {
+		v.proc.Wait(5 * time.Second)
+	}
 
 	// Recovered: every survivor lists the others, and the leader says
 	// all batons moved within the loss timeout, checked once a loss
@@ -439,16 +465,16 @@ func killAndMeasure(t *testing.T, victim *node, survivors []*node, batons int) {
 		return true
 	})
 	if !ok {
-		t.Fatalf("batons not all moving %v after SIGKILL of %s:\n%s", lossBound, victim.name, describe(survivors, last, errs))
+		t.Fatalf("batons not all moving %v after SIGKILL of %s:\n%s", lossBound, what, describe(survivors, last, errs))
 	}
 	lost := reinjected(last) - r0
 	if lost == 0 {
-		t.Logf("RECOVERY: SIGKILL of %s: no baton was lost; all %d moving", victim.name, batons)
+		t.Logf("RECOVERY: SIGKILL of %s: no baton was lost; all %d moving", what, batons)
 	} else {
 		t.Logf("RECOVERY: SIGKILL of %s: %d baton(s) lost, all injected again %.2fs after the kill; all %d moving",
-			victim.name, lost, recovered.Seconds(), batons)
+			what, lost, recovered.Seconds(), batons)
 	}
-	relayWindow(t, survivors, 1500*time.Millisecond, 5*time.Second, fmt.Sprintf("%d nodes after %s was killed", len(survivors), victim.name))
+	relayWindow(t, survivors, 1500*time.Millisecond, 5*time.Second, fmt.Sprintf("%d nodes after %s was killed", len(survivors), what))
 }
 
 func startNode(t *testing.T, bin string, n *node, env []string) {
