@@ -19,8 +19,9 @@ build:
 demo: build
 	$(BIN)/batond demo -duration 20s
 
-# Installs what the tests need from Debian when run as root (iproute2 for
-# the network-namespace tests); as another user it only reports.
+# Installs what the tests need from Debian when run as root (iproute2 and
+# nftables for the network-namespace tests); as another user it only
+# reports.
 deps:
 	scripts/install-deps.sh
 
