@@ -391,15 +391,7 @@ func TestNamespaceCrashRecovery(t *testing.T) {
 		for _, v := range victims {
 			startNode(t, v.bin, v, v.env)
 		}
-		if _, ok := poll(formDeadline, func() bool {
-			sts, _ := getAll(nodes)
-			for _, st := range sts {
-				if st == nil || !slices.Equal(st.Members, names) {
-					return false
-				}
-			}
-			return true
-		}); !ok {
+		if _, ok := poll(formDeadline, func() bool { return membersAre(nodes, names) }); !ok {
 			t.Fatalf("%s did not rejoin after a restart", victims[0].name)
 		}
 	}
@@ -646,15 +638,7 @@ func TestNamespaceMulticastBlocked(t *testing.T) {
 			return []string{"BATON_SEEDS=" + strings.Join(seeds, ",")}
 		})
 		names := nodeNames(nodes)
-		_, ok := poll(formDeadline, func() bool {
-			sts, _ := getAll(nodes)
-			for _, st := range sts {
-				if st == nil || !slices.Equal(st.Members, names) {
-					return false
-				}
-			}
-			return true
-		})
+		_, ok := poll(formDeadline, func() bool { return membersAre(nodes, names) })
 		if !ok {
 			t.Fatalf("no cluster with seeds and multicast dropped, %v after the last start", formDeadline)
 		}
@@ -727,15 +711,7 @@ func TestNamespaceLossyMulticast(t *testing.T) {
 		return nil
 	})
 	names := nodeNames(nodes)
-	all := func() bool {
-		sts, _ := getAll(nodes)
-		for _, st := range sts {
-			if st == nil || !slices.Equal(st.Members, names) {
-				return false
-			}
-		}
-		return true
-	}
+	all := func() bool { return membersAre(nodes, names) }
 	if _, ok := poll(formDeadline, all); !ok {
 		t.Fatal("no cluster with 40% of multicast dropped")
 	}
@@ -767,16 +743,7 @@ func TestNamespaceLinkOutage(t *testing.T) {
 	const batons = 4
 	nodes, _ := startCluster(t, fmt.Sprintf("BATON_BATONS=%d", batons))
 	names := nodeNames(nodes)
-	complete := func(ns []*node, want []string) bool {
-		sts, _ := getAll(ns)
-		for _, st := range sts {
-			if st == nil || !slices.Equal(st.Members, want) {
-				return false
-			}
-		}
-		return true
-	}
-	if _, ok := poll(formDeadline, func() bool { return complete(nodes, names) }); !ok {
+	if _, ok := poll(formDeadline, func() bool { return membersAre(nodes, names) }); !ok {
 		t.Fatal("cluster did not form")
 	}
 	relayWindow(t, nodes, time.Second, 10*time.Second, "before the outage")
@@ -796,7 +763,7 @@ func TestNamespaceLinkOutage(t *testing.T) {
 	t.Logf("cut %s's link (%s) at %s", victim.name, victim.dev, cutAt.Format(time.TimeOnly))
 
 	// While it is cut off: the others drop it and keep every baton moving.
-	if _, ok := poll(15*time.Second, func() bool { return complete(others, without(names, victim.name)) }); !ok {
+	if _, ok := poll(15*time.Second, func() bool { return membersAre(others, without(names, victim.name)) }); !ok {
 		t.Fatal("the others did not drop the cut-off node from their members")
 	}
 	time.Sleep(time.Until(cutAt.Add(8 * time.Second))) // past dead timeout + loss timeout
@@ -815,7 +782,7 @@ func TestNamespaceLinkOutage(t *testing.T) {
 	restored := time.Now()
 	t.Logf("restored %s's link after %.1fs", victim.name, restored.Sub(cutAt).Seconds())
 
-	took, ok := poll(12*time.Second, func() bool { return complete(nodes, names) })
+	took, ok := poll(12*time.Second, func() bool { return membersAre(nodes, names) })
 	if !ok {
 		last, errs := getAll(nodes)
 		t.Fatalf("%s did not rejoin within 12s of the link coming back:\n%s", victim.name, describe(nodes, last, errs))
@@ -839,15 +806,7 @@ func TestNamespaceLateAddress(t *testing.T) {
 	})
 	early, lateNode := nodes[:len(nodes)-1], nodes[len(nodes)-1]
 	earlyNames := nodeNames(early)
-	if _, ok := poll(formDeadline, func() bool {
-		sts, _ := getAll(early)
-		for _, st := range sts {
-			if st == nil || !slices.Equal(st.Members, earlyNames) {
-				return false
-			}
-		}
-		return true
-	}); !ok {
+	if _, ok := poll(formDeadline, func() bool { return membersAre(early, earlyNames) }); !ok {
 		t.Fatal("the three nodes with addresses did not form")
 	}
 	time.Sleep(2 * time.Second)
@@ -862,15 +821,7 @@ func TestNamespaceLateAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	names := nodeNames(nodes)
-	took, ok := poll(10*time.Second, func() bool {
-		sts, _ := getAll(nodes)
-		for _, st := range sts {
-			if st == nil || !slices.Equal(st.Members, names) {
-				return false
-			}
-		}
-		return true
-	})
+	took, ok := poll(10*time.Second, func() bool { return membersAre(nodes, names) })
 	if !ok {
 		t.Fatalf("%s did not join within 10s of its address appearing", lateNode.name)
 	}
@@ -889,15 +840,7 @@ func TestNamespaceSoak(t *testing.T) {
 	const batons = 8
 	nodes, _ := startCluster(t, fmt.Sprintf("BATON_BATONS=%d", batons))
 	names := nodeNames(nodes)
-	complete := func() bool {
-		sts, _ := getAll(nodes)
-		for _, st := range sts {
-			if st == nil || !slices.Equal(st.Members, names) {
-				return false
-			}
-		}
-		return true
-	}
+	complete := func() bool { return membersAre(nodes, names) }
 	if _, ok := poll(formDeadline, complete); !ok {
 		t.Fatal("cluster did not form")
 	}
@@ -941,4 +884,15 @@ func TestNamespaceSoak(t *testing.T) {
 	t.Logf("SOAK: 60s, 6 kill -9 and restarts; all %d batons moving %.2fs after the end; %d re-injections counted by the running processes",
 		batons, took.Seconds(), reinjected)
 	relayWindow(t, nodes, 1500*time.Millisecond, 10*time.Second, "after the soak")
+}
+
+// membersAre reports whether every node's /status lists exactly want.
+func membersAre(nodes []*node, want []string) bool {
+	sts, _ := getAll(nodes)
+	for _, st := range sts {
+		if st == nil || !slices.Equal(st.Members, want) {
+			return false
+		}
+	}
+	return true
 }
