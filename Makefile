@@ -10,9 +10,10 @@ LDFLAGS := -X github.com/baton-relay/baton/internal/daemon.Version=$(VERSION)
 
 all: build
 
+# Static binaries (no cgo): they run on any Linux of the same architecture.
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/batond ./cmd/batond
-	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/embedded-nats ./cmd/embedded-nats
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/batond ./cmd/batond
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/embedded-nats ./cmd/embedded-nats
 
 # Four nodes in one process, discovering each other over multicast on the
 # loopback interface. No root needed.
