@@ -443,10 +443,12 @@ func (n *Node) memberLoop() {
 		}
 
 		for _, t := range ts {
-			n.log.Info("member changed", "peer", t.Name, "from", t.From, "to", t.To, "new", t.New)
 			if t.New {
+				n.log.Info("member joined", "peer", t.Name, "state", t.To)
 				n.heartbeatSoon() // let the newcomer see us at once too
+				continue
 			}
+			n.log.Info("member changed", "peer", t.Name, "from", t.From, "to", t.To)
 		}
 		if len(ts) > 0 {
 			epoch++

@@ -386,6 +386,7 @@ func (r *Relay) control() {
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	var inj injector
+	var waitLogged int // relaying members when the wait was last logged
 
 	for {
 		select {
@@ -411,9 +412,23 @@ func (r *Relay) control() {
 		if n := inj.decide(v, r.cfg, r.seen.Load(), now); n > 0 {
 			r.inject(n, v)
 		}
+		r.logWaiting(v, &inj, &waitLogged)
 		r.releaseParked()
 		r.report()
 		r.recoverLost(v, inj.done, now)
+	}
+}
+
+// logWaiting says, once per change in the number of relaying members,
+// that the leader waits for BATON_MIN_NODES before injecting, so that an
+// operator who sees no batons knows why.
+func (r *Relay) logWaiting(v *cluster.View, inj *injector, logged *int) {
+	if inj.done || Leader(v.Relays, r.cfg.Leader) != r.cfg.Node || len(v.Relays) >= r.cfg.MinNodes {
+		return
+	}
+	if *logged != len(v.Relays) {
+		*logged = len(v.Relays)
+		r.log.Info("waiting for more nodes before injecting batons", "relaying", len(v.Relays), "min_nodes", r.cfg.MinNodes)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -137,6 +138,27 @@ func checkSyntax(t reflect.Type) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// UnknownVariables returns the set BATON_* variables that no setting
+// reads, sorted: most likely typos, which would otherwise silently leave
+// the setting at its default (a mistyped BATON_MULTICAST_IF falls back to
+// the interface of the default route).
+func UnknownVariables() []string {
+	known := map[string]bool{}
+	rt := reflect.TypeOf(Config{})
+	for i := range rt.NumField() {
+		known[EnvPrefix+"_"+rt.Field(i).Tag.Get("envconfig")] = true
+	}
+	var unknown []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, EnvPrefix+"_") && !known[name] {
+			unknown = append(unknown, name)
+		}
+	}
+	slices.Sort(unknown)
+	return unknown
 }
 
 // unsetEmpty removes the process's empty variables that start with

@@ -3,6 +3,7 @@ package daemon
 import (
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -136,5 +137,14 @@ func TestHTTPOffIsValid(t *testing.T) {
 	setEnv(t, map[string]string{"BATON_SECRET": "x", "BATON_NODE_NAME": "a", "BATON_HTTP_ADDR": "off"})
 	if _, err := LoadConfig(); err != nil {
 		t.Errorf("BATON_HTTP_ADDR=off: %v", err)
+	}
+}
+
+func TestUnknownVariablesAreReported(t *testing.T) {
+	t.Setenv("BATON_MULTICAST_IFACE", "eth1") // a typo of BATON_MULTICAST_IF
+	t.Setenv("BATON_SECRET", "x")
+	got := UnknownVariables()
+	if !slices.Contains(got, "BATON_MULTICAST_IFACE") || slices.Contains(got, "BATON_SECRET") {
+		t.Errorf("unknown variables %v", got)
 	}
 }

@@ -125,6 +125,9 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 
 // warnWeak logs settings that work but are probably mistakes.
 func warnWeak(cfg Config, log *slog.Logger) {
+	if unknown := UnknownVariables(); len(unknown) > 0 {
+		log.Warn("ignoring unknown BATON_ variables; is one a typo? (.env.example lists them all)", "variables", unknown)
+	}
 	if len(cfg.Secret) < 16 {
 		log.Warn("BATON_SECRET is short; use at least 16 random characters (openssl rand -hex 16)", "length", len(cfg.Secret))
 	}
