@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Route URLs carry the route password, which is derived from the secret;
@@ -14,5 +16,47 @@ func TestNATSLogRedactsCredentials(t *testing.T) {
 	}
 	if got := redact("plain %d", []any{3}); got != "plain 3" {
 		t.Errorf("line without credentials changed: %q", got)
+	}
+}
+
+// A server presenting another cluster secret's route password is refused
+// a route, even when it dials the route port directly (discovery, which
+// already keeps such nodes apart, is bypassed here).
+func TestRouteNeedsTheSecretsPassword(t *testing.T) {
+	start := func(name, secret string) *Server {
+		t.Helper()
+		s, err := StartServer(ServerConfig{
+			Name: name, Cluster: "test",
+			ClientHost: "127.0.0.1", ClientPort: -1,
+			RouteHost: "127.0.0.1", RoutePort: -1,
+			RouteUser: RouteUser, RoutePassword: DerivePassword(secret, "test", "route"),
+			PingInterval: time.Second, MaxPingsOut: 2,
+			Logger: testLogger(t),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		return s
+	}
+	a := start("a", "right")
+	b := start("b", "right")
+	x := start("x", "wrong")
+
+	if err := b.SetRoutes([]string{a.RouteURL()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.SetRoutes([]string{a.RouteURL()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "b to route to a", func() bool { return slices.Equal(a.RemoteNames(), []string{"b"}) })
+
+	// x keeps dialling every second; give it a few tries.
+	deadline := time.Now().Add(2500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if slices.Contains(a.RemoteNames(), "x") || len(x.RemoteNames()) != 0 {
+			t.Fatalf("a server with another secret got a route: a sees %v, x sees %v", a.RemoteNames(), x.RemoteNames())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
