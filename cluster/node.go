@@ -29,7 +29,7 @@ type Config struct {
 	ClientPort    int
 	RouteHost     string
 	RoutePort     int
-	AdvertiseHost string // empty: the discovery interface's IPv4 address
+	AdvertiseHost string // empty: the route listener's own address
 
 	Group            net.IP
 	DiscoveryPort    int
@@ -118,14 +118,6 @@ func StartNode(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	advertise := cfg.AdvertiseHost
-	if advertise == "" {
-		ip, err := InterfaceIPv4(cfg.Interface)
-		if err != nil {
-			return nil, fmt.Errorf("advertise address: %w", err)
-		}
-		advertise = ip.String()
-	}
 
 	n := &Node{
 		cfg:     cfg,
@@ -151,7 +143,7 @@ func StartNode(cfg Config) (_ *Node, err error) {
 		ClientPort:     cfg.ClientPort,
 		RouteHost:      cfg.RouteHost,
 		RoutePort:      cfg.RoutePort,
-		AdvertiseHost:  advertise,
+		AdvertiseHost:  cfg.AdvertiseHost,
 		RouteUser:      RouteUser,
 		RoutePassword:  DerivePassword(cfg.Secret, cfg.Cluster, "route"),
 		ClientPassword: DerivePassword(cfg.Secret, cfg.Cluster, "client"),
