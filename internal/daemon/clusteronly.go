@@ -19,16 +19,10 @@ import (
 // come with the issue that completes embedded-nats; for now the client
 // port accepts anonymous connections, as batond's does.
 func RunClusterOnly(ctx context.Context, cfg Config, log *slog.Logger) error {
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	ncfg, why, err := nodeConfig(cfg, log)
+	ncfg, err := prepare(cfg, log, "embedded-nats")
 	if err != nil {
 		return err
 	}
-	log.Info("starting embedded-nats", "version", Version, "config", cfg)
-	warnWeak(cfg, log)
-	log.Info("discovery interface", "interface", ncfg.Interface.Name, "why", why)
 
 	node, err := cluster.StartNode(ncfg)
 	if err != nil {

@@ -43,16 +43,10 @@ type Daemon struct {
 // Start validates cfg, then starts every part. On error, whatever was
 // started is stopped again.
 func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	ncfg, why, err := nodeConfig(cfg, log)
+	ncfg, err := prepare(cfg, log, "batond")
 	if err != nil {
 		return nil, err
 	}
-	log.Info("starting batond", "version", Version, "config", cfg)
-	warnWeak(cfg, log)
-	log.Info("discovery interface", "interface", ncfg.Interface.Name, "why", why)
 
 	d := &Daemon{cfg: cfg, log: log, started: time.Now(), iface: ncfg.Interface.Name}
 	defer func() {
@@ -121,6 +115,22 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		"client_url", d.node.Server().ClientURL(),
 	)
 	return d, nil
+}
+
+// prepare validates cfg, resolves it into the cluster layer's config and
+// logs the start-up lines every program of baton shares.
+func prepare(cfg Config, log *slog.Logger, program string) (cluster.Config, error) {
+	if err := cfg.Validate(); err != nil {
+		return cluster.Config{}, err
+	}
+	ncfg, why, err := nodeConfig(cfg, log)
+	if err != nil {
+		return cluster.Config{}, err
+	}
+	log.Info("starting "+program, "version", Version, "config", cfg)
+	warnWeak(cfg, log)
+	log.Info("discovery interface", "interface", ncfg.Interface.Name, "why", why)
+	return ncfg, nil
 }
 
 // warnWeak logs settings that work but are probably mistakes.
