@@ -98,16 +98,22 @@ func (t *Table) AppendReport(dst []byte, last []Position) []byte {
 			continue
 		}
 		last[id] = p
-		if len(dst) > 0 {
-			dst = append(dst, ' ')
-		}
-		dst = strconv.AppendUint(dst, uint64(id), 10)
-		dst = append(dst, ':')
-		dst = strconv.AppendUint(dst, uint64(p.Epoch()), 10)
-		dst = append(dst, ':')
-		dst = strconv.AppendUint(dst, p.Counter(), 10)
+		dst = AppendEntry(dst, uint32(id), p)
 	}
 	return dst
+}
+
+// AppendEntry appends one "id:epoch:counter" entry of a progress report
+// or an epoch announcement, after a space unless dst is empty.
+func AppendEntry(dst []byte, id uint32, p Position) []byte {
+	if len(dst) > 0 {
+		dst = append(dst, ' ')
+	}
+	dst = strconv.AppendUint(dst, uint64(id), 10)
+	dst = append(dst, ':')
+	dst = strconv.AppendUint(dst, uint64(p.Epoch()), 10)
+	dst = append(dst, ':')
+	return strconv.AppendUint(dst, p.Counter(), 10)
 }
 
 // ParseReport calls fn for every entry of a progress report. It stops at

@@ -3,7 +3,6 @@ package relay
 import (
 	"bytes"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/baton-relay/baton/cluster"
@@ -140,14 +139,7 @@ func (r *Relay) reinject(lost []Recovery) {
 	var ann []byte
 	for _, rec := range lost {
 		r.table.Raise(rec.ID, rec.Next)
-		if len(ann) > 0 {
-			ann = append(ann, ' ')
-		}
-		ann = strconv.AppendUint(ann, uint64(rec.ID), 10)
-		ann = append(ann, ':')
-		ann = strconv.AppendUint(ann, uint64(rec.Next.Epoch()), 10)
-		ann = append(ann, ':')
-		ann = strconv.AppendUint(ann, rec.Next.Counter(), 10)
+		ann = AppendEntry(ann, rec.ID, rec.Next)
 	}
 	r.ctl.Publish(ControlSubject, nil, ann)
 	if err := r.ctl.Flush(); err != nil {
