@@ -49,6 +49,7 @@ type status struct {
 	Batons  struct {
 		Lost       uint64 `json:"lost"`
 		Reinjected uint64 `json:"reinjected"`
+		Duplicates uint64 `json:"duplicates"`
 		Moving     *int   `json:"moving"`
 	} `json:"batons"`
 	MemberStates []struct {
@@ -66,6 +67,9 @@ type node struct {
 	url    string
 	client *http.Client
 	log    string // stderr and stdout of the daemon
+
+	// The cluster's secret and name, for NATS clients of the test.
+	secret, clusterName string
 
 	proc    *nstest.Proc
 	started time.Time
@@ -167,6 +171,9 @@ func startClusterWith(t *testing.T, prepare func(*nstest.Star) []string, extra .
 			addr: sn.Addr,
 			url:  fmt.Sprintf("http://%s/status", netip.AddrPortFrom(sn.Addr, httpPort)),
 			log:  filepath.Join(logDir, fmt.Sprintf("n%d.log", i+1)),
+
+			secret:      secret,
+			clusterName: clusterName,
 		}
 		n.client = sn.NS.HTTPClient(reqTimeout)
 		nodes = append(nodes, n)
@@ -376,15 +383,16 @@ func TestNamespaceCrashRecovery(t *testing.T) {
 	}); !ok {
 		t.Fatal("cluster did not form and relay")
 	}
+	w := watch(t, nodes)
 
 	// A follower, then the leader, each started again afterwards; then
 	// two nodes at once.
-	for _, victims := range [][]*node{{nodes[2]}, {nodes[0]}, {nodes[1], nodes[2]}} {
+	for i, victims := range [][]*node{{nodes[2]}, {nodes[0]}, {nodes[1], nodes[2]}} {
 		alive := nodes
 		for _, v := range victims {
 			alive = without(alive, v)
 		}
-		killAndMeasure(t, victims, alive, batons)
+		killAndMeasure(t, w, victims, alive, batons, []string{"a follower", "the leader", "two nodes at once"}[i])
 		if len(victims) > 1 {
 			break
 		}
@@ -403,7 +411,10 @@ func TestNamespaceCrashRecovery(t *testing.T) {
 // plus a progress report interval and slack for a loaded machine.
 const lossBound = 3*time.Second + 2*time.Second + 3*time.Second
 
-func killAndMeasure(t *testing.T, victims []*node, survivors []*node, batons int) {
+// killAndMeasure kills victims with SIGKILL, waits until the survivors
+// have every baton moving again, and adds the scenario's row to the
+// chaos summary.
+func killAndMeasure(t *testing.T, w *watcher, victims []*node, survivors []*node, batons int, role string) {
 	t.Helper()
 	before, _ := getAll(survivors)
 	reinjected := func(sts []*status) uint64 {
@@ -460,13 +471,18 @@ func killAndMeasure(t *testing.T, victims []*node, survivors []*node, batons int
 		t.Fatalf("batons not all moving %v after SIGKILL of %s:\n%s", lossBound, what, describe(survivors, last, errs))
 	}
 	lost := reinjected(last) - r0
+	row := chaosRow{scenario: fmt.Sprintf("kill -9 of %s (%s)", role, what), lost: fmt.Sprint(lost), recovery: "nothing to recover"}
 	if lost == 0 {
 		t.Logf("RECOVERY: SIGKILL of %s: no baton was lost; all %d moving", what, batons)
 	} else {
+		row.recovery = fmt.Sprintf("%.2fs (bound %v)", recovered.Seconds(), lossBound)
 		t.Logf("RECOVERY: SIGKILL of %s: %d baton(s) lost, all injected again %.2fs after the kill; all %d moving",
 			what, lost, recovered.Seconds(), batons)
 	}
 	relayWindow(t, survivors, 1500*time.Millisecond, 5*time.Second, fmt.Sprintf("%d nodes after %s was killed", len(survivors), what))
+	row.dups = w.check(t, survivors)
+	row.monotonic = w.verdict()
+	recordChaos(row)
 }
 
 func startNode(t *testing.T, bin string, n *node, env []string) {
@@ -844,6 +860,7 @@ func TestNamespaceSoak(t *testing.T) {
 	if _, ok := poll(formDeadline, complete); !ok {
 		t.Fatal("cluster did not form")
 	}
+	w := watch(t, nodes)
 
 	start := time.Now()
 	for cycle := range 6 {
@@ -884,6 +901,14 @@ func TestNamespaceSoak(t *testing.T) {
 	t.Logf("SOAK: 60s, 6 kill -9 and restarts; all %d batons moving %.2fs after the end; %d re-injections counted by the running processes",
 		batons, took.Seconds(), reinjected)
 	relayWindow(t, nodes, 1500*time.Millisecond, 10*time.Second, "after the soak")
+	dups := w.check(t, nodes)
+	recordChaos(chaosRow{
+		scenario:  "soak: 60s, kill -9 + restart every 10s",
+		lost:      fmt.Sprint(w.announcements()),
+		dups:      dups,
+		monotonic: w.verdict(),
+		recovery:  fmt.Sprintf("all %d moving %.2fs after the end", batons, took.Seconds()),
+	})
 }
 
 // membersAre reports whether every node's /status lists exactly want.

@@ -91,6 +91,7 @@ type Relay struct {
 	bad        atomic.Uint64
 	injected   atomic.Uint64
 	fenced     atomic.Uint64 // copies of an older epoch dropped here
+	duplicates atomic.Uint64 // copies of the current epoch behind one seen here
 	lost       atomic.Uint64 // batons this node (as leader) found lost
 	reinjected atomic.Uint64 // ... and injected again
 	seen       atomic.Bool   // this node injected or received a baton
@@ -240,6 +241,10 @@ func (r *Relay) Injected() uint64 { return r.injected.Load() }
 // Fenced returns the number of stale copies (an older epoch) dropped here.
 func (r *Relay) Fenced() uint64 { return r.fenced.Load() }
 
+// Duplicates returns the number of copies of a baton's current epoch that
+// arrived behind a position already seen here, and were dropped.
+func (r *Relay) Duplicates() uint64 { return r.duplicates.Load() }
+
 // Lost returns the number of batons this node, as leader, found lost.
 func (r *Relay) Lost() uint64 { return r.lost.Load() }
 
@@ -323,9 +328,19 @@ func (h handler) Msg(m *natsproto.Msg) {
 		return
 	}
 	// Fencing: a copy of an epoch older than one this node knows was
-	// replaced by the leader and dies here.
-	if known := r.table.Raise(id, Pos(epoch, n)); known.Epoch() > epoch {
-		r.fenced.Add(1)
+	// replaced by the leader and dies here. A copy of the current epoch
+	// behind a position already seen here can only be a second copy (a
+	// single baton's counter only grows; nothing else raises the table
+	// within an epoch), forged or duplicated, and dies too: so a baton's
+	// counter never goes backwards at any node, and of two copies the one
+	// behind dies at the first node the other has passed.
+	p := Pos(epoch, n)
+	if known := r.table.Raise(id, p); known > p {
+		if known.Epoch() > epoch {
+			r.fenced.Add(1)
+		} else {
+			r.duplicates.Add(1)
+		}
 		return
 	}
 	r.seen.Store(true)

@@ -357,6 +357,22 @@ func TestStaleAndForgedBatonsAreDropped(t *testing.T) {
 		return fenced() > before && ds[1].Relay().Bad() >= bad+uint64(len(forged)+1)
 	})
 	waitFor(t, 3*time.Second, "batons still moving", func() bool { return allMoving(ds, batons) })
+
+	// A forged copy of the current epoch, behind what n2 has seen of that
+	// baton, would be a second live copy: it dies at n2 and is counted.
+	waitFor(t, 3*time.Second, "n2 to have seen baton 1 past counter 10", func() bool {
+		return ds[1].Relay().Position(1).Counter() > 10
+	})
+	dups := ds[1].Relay().Duplicates()
+	behind := nats.NewMsg(relay.Subject("n2"))
+	behind.Header.Set("Baton", fmt.Sprintf("1.%d", ds[1].Relay().Position(1).Epoch()))
+	behind.Data = []byte("1")
+	nc.PublishMsg(behind)
+	nc.Flush()
+	waitFor(t, 3*time.Second, "the copy behind counted as a duplicate at n2", func() bool {
+		return ds[1].Relay().Duplicates() == dups+1
+	})
+	waitFor(t, 3*time.Second, "batons still moving", func() bool { return allMoving(ds, batons) })
 }
 
 // A rolling restart, every node stopped cleanly and started again one at

@@ -74,6 +74,10 @@ type BatonStatus struct {
 	Lost       uint64 `json:"lost"`
 	Reinjected uint64 `json:"reinjected"`
 	Fenced     uint64 `json:"fenced"`
+	// Duplicates counts copies of a baton's current epoch that arrived
+	// behind a position already seen here (a second copy, or one forged
+	// with nats pub) and were dropped. Zero unless someone forges batons.
+	Duplicates uint64 `json:"duplicates"`
 	// Moving, on the leader only, is how many batons it saw move within
 	// BATON_LOSS_TIMEOUT: equal to BATON_BATONS when none is lost.
 	Moving *int `json:"moving,omitempty"`
@@ -106,6 +110,7 @@ func (d *Daemon) Status() Status {
 			Lost:       d.relay.Lost(),
 			Reinjected: d.relay.Reinjected(),
 			Fenced:     d.relay.Fenced(),
+			Duplicates: d.relay.Duplicates(),
 		},
 		Latency:       latencyStatus(d.relay.Latency()),
 		Discovery:     d.node.DiscoveryStats(),

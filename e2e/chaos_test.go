@@ -1,0 +1,194 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/baton-relay/baton/cluster"
+	"github.com/baton-relay/baton/relay"
+	"github.com/nats-io/nats.go"
+)
+
+// The chaos summary: every fault scenario adds one row, and TestMain
+// prints the table once all tests have run, so one look at the end of
+// `make test` says what each fault cost.
+
+// A row is recorded only once its scenario has every baton moving again,
+// so "lost" counts batons that were lost and then injected again.
+type chaosRow struct {
+	scenario  string
+	lost      string // batons lost (and injected again)
+	dups      uint64 // same-epoch copies dropped behind another (0 unless two copies lived)
+	monotonic string // "yes", or what went backwards
+	recovery  string // the scenario's recovery time
+}
+
+var (
+	chaosMu   sync.Mutex
+	chaosRows []chaosRow
+)
+
+func recordChaos(r chaosRow) {
+	chaosMu.Lock()
+	defer chaosMu.Unlock()
+	chaosRows = append(chaosRows, r)
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	chaosMu.Lock()
+	rows := chaosRows
+	chaosMu.Unlock()
+	if len(rows) > 0 {
+		var b strings.Builder
+		fmt.Fprintf(&b, "\nCHAOS SUMMARY (network namespaces, real batond processes; every row ends with all batons moving)\n")
+		fmt.Fprintf(&b, "%-46s %-6s %-10s %-10s %s\n", "scenario", "lost", "duplicates", "monotonic", "recovery")
+		for _, r := range rows {
+			fmt.Fprintf(&b, "%-46s %-6s %-10d %-10s %s\n", r.scenario, r.lost, r.dups, r.monotonic, r.recovery)
+		}
+		fmt.Print(b.String())
+	}
+	os.Exit(code)
+}
+
+// watcher follows the cluster's loss-recovery traffic from outside, as a
+// NATS client of the nodes (any of them, reconnecting as nodes die), and
+// checks that a baton injected again (an epoch announcement on
+// baton.control) continues at or above the highest counter that any
+// node's progress report showed for it before. Together with the nodes'
+// duplicates counters (zero: no copy of a baton's current epoch ever
+// arrived behind another copy), that is "counters monotonic per baton",
+// observed on the wire rather than assumed.
+type watcher struct {
+	nc *nats.Conn
+
+	mu        sync.Mutex
+	highest   map[uint32]uint64 // baton -> highest counter reported
+	reports   int
+	announced int
+	backwards []string
+}
+
+// watch connects to the nodes' client ports from inside their namespaces
+// with the cluster's client credentials.
+func watch(t *testing.T, nodes []*node) *watcher {
+	t.Helper()
+	w := &watcher{highest: map[uint32]uint64{}}
+	var urls []string
+	byAddr := map[string]*node{}
+	for _, n := range nodes {
+		hp := netip.AddrPortFrom(n.addr, 4222).String()
+		urls = append(urls, "nats://"+hp)
+		byAddr[hp] = n
+	}
+	dial := dialFunc(func(network, addr string) (net.Conn, error) {
+		n, ok := byAddr[addr]
+		if !ok {
+			return nil, fmt.Errorf("watcher: %s is not a node of this test", addr)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return n.ns.DialContext(ctx, network, addr)
+	})
+	nc, err := nats.Connect(strings.Join(urls, ","),
+		nats.UserInfo(cluster.ClientUser, cluster.DerivePassword(nodes[0].secret, nodes[0].clusterName, "client")),
+		nats.SetCustomDialer(dial),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(100*time.Millisecond),
+		nats.Timeout(2*time.Second),
+	)
+	if err != nil {
+		t.Fatalf("watcher: connect: %v", err)
+	}
+	w.nc = nc
+	t.Cleanup(nc.Close)
+
+	for subject, fn := range map[string]nats.MsgHandler{
+		relay.ProgressPrefix + "*": w.onProgress,
+		relay.ControlSubject:       w.onControl,
+	} {
+		if _, err := nc.Subscribe(subject, fn); err != nil {
+			t.Fatalf("watcher: subscribe %s: %v", subject, err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+type dialFunc func(network, addr string) (net.Conn, error)
+
+func (f dialFunc) Dial(network, addr string) (net.Conn, error) { return f(network, addr) }
+
+func (w *watcher) onProgress(m *nats.Msg) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.reports++
+	relay.ParseReport(m.Data, func(id uint32, p relay.Position) {
+		w.highest[id] = max(w.highest[id], p.Counter())
+	})
+}
+
+func (w *watcher) onControl(m *nats.Msg) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	relay.ParseReport(m.Data, func(id uint32, p relay.Position) {
+		w.announced++
+		if p.Counter() < w.highest[id] {
+			w.backwards = append(w.backwards, fmt.Sprintf("baton %d injected again at %v, below counter %d already reported", id, p, w.highest[id]))
+		}
+	})
+}
+
+// announcements returns how many batons were injected again.
+func (w *watcher) announcements() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.announced
+}
+
+// verdict returns "yes" when nothing went backwards, or what did.
+func (w *watcher) verdict() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.reports == 0 {
+		return "NO: no progress report was seen"
+	}
+	if len(w.backwards) == 0 {
+		return fmt.Sprintf("yes (%d re-injections)", w.announced)
+	}
+	return fmt.Sprintf("NO (%d): %s", len(w.backwards), strings.Join(w.backwards[:min(3, len(w.backwards))], "; "))
+}
+
+// check fails the test when a baton went backwards or a duplicate lived.
+func (w *watcher) check(t *testing.T, nodes []*node) uint64 {
+	t.Helper()
+	if v := w.verdict(); !strings.HasPrefix(v, "yes") {
+		t.Errorf("a baton's counter went backwards: %s", v)
+	}
+	dups := duplicates(nodes)
+	if dups != 0 {
+		t.Errorf("%d copies of a baton's current epoch arrived behind another copy: two copies of a baton lived", dups)
+	}
+	return dups
+}
+
+// duplicates sums the nodes' duplicates counters.
+func duplicates(nodes []*node) uint64 {
+	sts, _ := getAll(nodes)
+	var n uint64
+	for _, st := range sts {
+		if st != nil {
+			n += st.Batons.Duplicates
+		}
+	}
+	return n
+}
