@@ -49,9 +49,9 @@ func TestMain(m *testing.M) {
 	if len(rows) > 0 {
 		var b strings.Builder
 		fmt.Fprintf(&b, "\nCHAOS SUMMARY (network namespaces, real batond processes; every row ends with all batons moving)\n")
-		fmt.Fprintf(&b, "%-46s %-6s %-10s %-10s %s\n", "scenario", "lost", "duplicates", "monotonic", "recovery")
+		fmt.Fprintf(&b, "%-44s %-5s %-4s %-24s %s\n", "scenario", "lost", "dups", "counters monotonic", "recovery")
 		for _, r := range rows {
-			fmt.Fprintf(&b, "%-46s %-6s %-10d %-10s %s\n", r.scenario, r.lost, r.dups, r.monotonic, r.recovery)
+			fmt.Fprintf(&b, "%-44s %-5s %-4d %-24s %s\n", r.scenario, r.lost, r.dups, r.monotonic, r.recovery)
 		}
 		fmt.Print(b.String())
 	}
