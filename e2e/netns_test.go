@@ -1038,3 +1038,119 @@ func membersAre(nodes []*node, want []string) bool {
 	}
 	return true
 }
+
+// TestNamespaceRemovedForGood kills a node and leaves it dead: once the
+// route grace (BATON_ROUTE_GRACE, shortened here) has passed, the
+// survivors no longer dial it and their logs go quiet about it; when it
+// comes back, it is a member again.
+func TestNamespaceRemovedForGood(t *testing.T) {
+	const (
+		batons = 4
+		grace  = 4 * time.Second
+		quiet  = 6 * time.Second // longer than a NATS route redial and several announcement periods
+	)
+	nodes, _ := startCluster(t, fmt.Sprintf("BATON_BATONS=%d", batons), fmt.Sprintf("BATON_ROUTE_GRACE=%v", grace))
+	names := nodeNames(nodes)
+	if _, ok := poll(formDeadline, func() bool { return membersAre(nodes, names) }); !ok {
+		t.Fatal("cluster did not form")
+	}
+	relayWindow(t, nodes, time.Second, 10*time.Second, "before the kill")
+	victim := nodes[3]
+	others := without(nodes, victim)
+	w := watch(t, others)
+
+	if err := victim.proc.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	victim.proc.Wait(5 * time.Second)
+	killed := time.Now()
+	t.Logf("killed %s; waiting for the dead timeout and the route grace (%v)", victim.name, grace)
+
+	// Dead, then past the grace: no survivor keeps a route to it.
+	if _, ok := poll(15*time.Second, func() bool {
+		sts, _ := getAll(others)
+		for _, st := range sts {
+			if st == nil || !slices.Equal(st.Members, nodeNames(others)) || slices.Contains(st.Routes, victim.name) {
+				return false
+			}
+		}
+		return time.Since(killed) > 3*time.Second+grace // BATON_DEAD_AFTER + grace
+	}); !ok {
+		last, errs := getAll(others)
+		t.Fatalf("survivors still list or route to %s:\n%s", victim.name, describe(others, last, errs))
+	}
+	time.Sleep(2 * time.Second) // a route redial already under way may still finish failing
+
+	// The logs go quiet: nothing about the dead node for a while.
+	mark := logSizes(t, others)
+	time.Sleep(quiet)
+	var about []string
+	for i, n := range others {
+		for _, line := range linesSince(t, n, mark[i]) {
+			if strings.Contains(line, victim.addr.String()) || strings.Contains(line, "="+victim.name) {
+				about = append(about, n.name+": "+line)
+			}
+		}
+	}
+	if len(about) > 0 {
+		t.Errorf("%v after the route grace, the survivors still log about %s (%d lines), first: %s",
+			quiet, victim.name, len(about), about[0])
+	}
+	t.Logf("REMOVED: %d log lines about %s in the %v after the grace", len(about), victim.name, quiet)
+
+	// It comes back: re-added.
+	startNode(t, victim.bin, victim, victim.env)
+	took, ok := poll(formDeadline, func() bool { return membersAre(nodes, names) })
+	if !ok {
+		last, errs := getAll(nodes)
+		t.Fatalf("%s was not re-added after it came back:\n%s", victim.name, describe(nodes, last, errs))
+	}
+	t.Logf("REMOVED: %s re-added %.2fs after it was started again", victim.name, took.Seconds())
+	relayWindow(t, nodes, 1500*time.Millisecond, 10*time.Second, "after the removed node came back")
+	if _, ok := poll(lossBound, func() bool { return leaderSeesMoving(nodes, batons) }); !ok {
+		last, errs := getAll(nodes)
+		t.Fatalf("not every baton is moving after %s came back:\n%s", victim.name, describe(nodes, last, errs))
+	}
+	recordChaos(chaosRow{
+		scenario:  fmt.Sprintf("%s removed for good, then back", victim.name),
+		lost:      fmt.Sprint(reinjectedSum(others)),
+		dups:      w.check(t, nodes),
+		monotonic: w.verdict(),
+		recovery:  fmt.Sprintf("quiet after grace (%d lines in %v); re-added in %.2fs", len(about), quiet, took.Seconds()),
+	})
+}
+
+// leaderSeesMoving reports whether the leader sees all batons moving.
+func leaderSeesMoving(nodes []*node, batons int) bool {
+	sts, _ := getAll(nodes)
+	for _, st := range sts {
+		if st != nil && st.Node == st.Leader {
+			return st.Batons.Moving != nil && *st.Batons.Moving == batons
+		}
+	}
+	return false
+}
+
+// logSizes returns the current size of each node's log.
+func logSizes(t *testing.T, nodes []*node) []int64 {
+	t.Helper()
+	out := make([]int64, len(nodes))
+	for i, n := range nodes {
+		fi, err := os.Stat(n.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = fi.Size()
+	}
+	return out
+}
+
+// linesSince returns the lines the node logged after offset.
+func linesSince(t *testing.T, n *node, offset int64) []string {
+	t.Helper()
+	b, err := os.ReadFile(n.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSpace(string(b[offset:])), "\n")
+}
