@@ -52,6 +52,12 @@ type status struct {
 		Duplicates uint64 `json:"duplicates"`
 		Moving     *int   `json:"moving"`
 	} `json:"batons"`
+	Interface string `json:"interface"`
+	RouteURL  string `json:"route_url"`
+	ClientURL string `json:"client_url"`
+	Discovery struct {
+		Isolated bool `json:"isolated"`
+	} `json:"discovery"`
 	MemberStates []struct {
 		Name  string `json:"name"`
 		State string `json:"state"`

@@ -372,6 +372,9 @@ type Star struct {
 	Switch *NS
 	Bridge string
 	Nodes  []*StarNode
+
+	subnet netip.Addr // the /24, last byte ignored
+	sfx    string     // makes device names unique to this star
 }
 
 // StarNode is one node namespace of a Star.
@@ -404,31 +407,43 @@ func NewStarOn(t testing.TB, n int, subnet netip.Addr) *Star {
 	if err := sw.AddBridge(s.Bridge); err != nil {
 		t.Fatal(err)
 	}
-	base := subnet.As4()
+	s.subnet, s.sfx = subnet, sfx
 	for i := 1; i <= n; i++ {
-		ns := NewNS(t, fmt.Sprintf("bt-n%d", i))
-		base[3] = byte(i)
-		node := &StarNode{
-			NS:        ns,
-			Dev:       fmt.Sprintf("btn%d%s", i, sfx),
-			SwitchDev: fmt.Sprintf("bts%d%s", i, sfx),
-			Addr:      netip.AddrFrom4(base),
-		}
-		steps := []func() error{
-			func() error { return ns.AddVeth(node.Dev, sw, node.SwitchDev) },
-			func() error { return sw.SetMaster(node.SwitchDev, s.Bridge) },
-			func() error { return sw.LinkUp(node.SwitchDev) },
-			func() error { return ns.AddAddr(node.Dev, node.Addr.String()+"/24") },
-			func() error { return ns.LinkUp(node.Dev) },
-		}
-		for _, step := range steps {
-			if err := step(); err != nil {
-				t.Fatal(err)
-			}
+		node, err := s.Attach(NewNS(t, fmt.Sprintf("bt-n%d", i)), i)
+		if err != nil {
+			t.Fatal(err)
 		}
 		s.Nodes = append(s.Nodes, node)
 	}
 	return s
+}
+
+// Attach joins ns to the star's switch by a new veth pair, with address
+// number host (1-254) of the star's /24, and returns it as a StarNode
+// (not added to Nodes). A namespace attached to two stars is a host with
+// two interfaces on two networks.
+func (s *Star) Attach(ns *NS, host int) (*StarNode, error) {
+	base := s.subnet.As4()
+	base[3] = byte(host)
+	node := &StarNode{
+		NS:        ns,
+		Dev:       fmt.Sprintf("btn%d%s", host, s.sfx),
+		SwitchDev: fmt.Sprintf("bts%d%s", host, s.sfx),
+		Addr:      netip.AddrFrom4(base),
+	}
+	steps := []func() error{
+		func() error { return ns.AddVeth(node.Dev, s.Switch, node.SwitchDev) },
+		func() error { return s.Switch.SetMaster(node.SwitchDev, s.Bridge) },
+		func() error { return s.Switch.LinkUp(node.SwitchDev) },
+		func() error { return ns.AddAddr(node.Dev, node.Addr.String()+"/24") },
+		func() error { return ns.LinkUp(node.Dev) },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return nil, err
+		}
+	}
+	return node, nil
 }
 
 // Proc is a process started by Start.
