@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -42,6 +43,7 @@ type Config struct {
 	Membership        MembershipConfig
 	Routes            RoutePlanConfig
 	RoutePing         time.Duration
+	RouteTLS          *tls.Config // mutual TLS on routes; nil for plain TCP
 	// NameCheck is how long after its start a node that hears its own
 	// name from another process takes itself for the newcomer and stops;
 	// zero means 5s. Two nodes that start within it under one name both
@@ -149,6 +151,7 @@ func StartNode(cfg Config) (_ *Node, err error) {
 		ClientPassword: DerivePassword(cfg.Secret, cfg.Cluster, "client"),
 		SysPassword:    DerivePassword(cfg.Secret, cfg.Cluster, "sys"),
 		PingInterval:   cfg.RoutePing,
+		RouteTLS:       cfg.RouteTLS,
 		MaxPingsOut:    2,
 		Logger:         cfg.Logger,
 		LogNotices:     cfg.LogNotices,

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,8 @@ type ServerConfig struct {
 	// RouteUser and RoutePassword are required of every incoming route
 	// and presented on every outgoing one.
 	RouteUser, RoutePassword string
+	// RouteTLS, when set, makes every route use mutual TLS (MutualTLS).
+	RouteTLS *tls.Config
 
 	// ClientPassword, when set, makes the client port require a user:
 	// ClientUser in the application account, where batons and heartbeats
@@ -94,6 +97,10 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		},
 		// Report a failing explicit route once a minute, not every second.
 		ReconnectErrorReports: 60,
+	}
+	if cfg.RouteTLS != nil {
+		opts.Cluster.TLSConfig = cfg.RouteTLS
+		opts.Cluster.TLSTimeout = 2 // seconds, NATS's default for routes
 	}
 	if cfg.AdvertiseHost != "" && cfg.RoutePort > 0 {
 		opts.Cluster.Advertise = net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(cfg.RoutePort))

@@ -5,6 +5,8 @@
 package daemon
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +49,11 @@ type Config struct {
 	NATSListen  string `envconfig:"NATS_LISTEN" default:"0.0.0.0:4222"`
 	RouteListen string `envconfig:"ROUTE_LISTEN" default:"0.0.0.0:6222"`
 	Advertise   string `envconfig:"ADVERTISE"`
+	// Mutual TLS on routes: all three PEM files, or none for plain TCP
+	// (routes still need the password derived from the secret).
+	RouteTLSCert string `envconfig:"ROUTE_TLS_CERT"`
+	RouteTLSKey  string `envconfig:"ROUTE_TLS_KEY"`
+	RouteTLSCA   string `envconfig:"ROUTE_TLS_CA"`
 
 	Batons     int    `envconfig:"BATONS" default:"1"`
 	MinNodes   int    `envconfig:"MIN_NODES" default:"2"`
@@ -220,6 +227,11 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("BATON_ADVERTISE: %q is not an IP address", c.Advertise))
 	}
 
+	if set := c.RouteTLSCert != "" || c.RouteTLSKey != "" || c.RouteTLSCA != ""; set &&
+		(c.RouteTLSCert == "" || c.RouteTLSKey == "" || c.RouteTLSCA == "") {
+		errs = append(errs, errors.New("BATON_ROUTE_TLS_CERT, BATON_ROUTE_TLS_KEY, BATON_ROUTE_TLS_CA: mutual TLS on routes needs all three files, or none"))
+	}
+
 	if c.Batons < 0 || c.Batons > 1_000_000 {
 		errs = append(errs, fmt.Errorf("BATON_BATONS: must be 0 to 1000000, got %d", c.Batons))
 	}
@@ -390,4 +402,25 @@ func ParseLogLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("BATON_LOG_LEVEL: %q is not debug, info, warn or error", s)
 	}
 	return l, nil
+}
+
+// routeTLS loads the route TLS files, when set, into the configuration of
+// cluster.MutualTLS; errors name the variable whose file is at fault.
+func (c Config) routeTLS() (*tls.Config, error) {
+	if c.RouteTLSCert == "" {
+		return nil, nil // Validate made sure the three go together
+	}
+	cert, err := tls.LoadX509KeyPair(c.RouteTLSCert, c.RouteTLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("BATON_ROUTE_TLS_CERT, BATON_ROUTE_TLS_KEY: %w", err)
+	}
+	pem, err := os.ReadFile(c.RouteTLSCA)
+	if err != nil {
+		return nil, fmt.Errorf("BATON_ROUTE_TLS_CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("BATON_ROUTE_TLS_CA: no PEM certificate in %s", c.RouteTLSCA)
+	}
+	return cluster.MutualTLS(cert, pool, c.ClusterName), nil
 }

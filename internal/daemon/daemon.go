@@ -179,6 +179,11 @@ func nodeConfig(cfg Config, log *slog.Logger) (cluster.Config, string, error) {
 		advertise = ip.String()
 	}
 
+	routeTLS, err := cfg.routeTLS()
+	if err != nil {
+		return cluster.Config{}, "", err
+	}
+
 	return cluster.Config{
 		Name:              cfg.NodeName,
 		Cluster:           cfg.ClusterName,
@@ -205,6 +210,7 @@ func nodeConfig(cfg Config, log *slog.Logger) (cluster.Config, string, error) {
 			Grace:     cfg.RouteGrace,
 		},
 		RoutePing:  cfg.RoutePing,
+		RouteTLS:   routeTLS,
 		Logger:     log,
 		LogNotices: true,
 	}, why, nil

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/baton-relay/baton/cluster"
+	"github.com/baton-relay/baton/internal/testpki"
 	"github.com/baton-relay/baton/relay"
 	"github.com/nats-io/nats.go"
 )
@@ -461,5 +463,70 @@ func TestClientPortNeedsCredentials(t *testing.T) {
 		}
 		json.Unmarshal(m.Data, &resp)
 		servers[resp.Server.Name] = true
+	}
+}
+
+// With BATON_ROUTE_TLS_* set, daemons form their cluster over mutual TLS
+// and relay; a daemon whose certificate another CA signed is refused its
+// routes, and so never becomes a member, though it has the secret.
+func TestRouteMutualTLSCluster(t *testing.T) {
+	ca, other := testpki.NewCA(t, "cluster CA"), testpki.NewCA(t, "another CA")
+	dir := t.TempDir()
+	ds := startDaemons(t, 3, func(c *Config) {
+		sub := filepath.Join(dir, c.NodeName)
+		os.Mkdir(sub, 0o700)
+		c.RouteTLSCert, c.RouteTLSKey, c.RouteTLSCA = ca.Files(t, sub, c.NodeName, c.ClusterName)
+	})
+	waitFor(t, 5*time.Second, "3 members over mutual TLS, batons moving", func() bool {
+		return allMoving(ds, 1) && slices.Equal(getStatus(t, ds[0]).Members, []string{"n1", "n2", "n3"})
+	})
+
+	cfg := testConfig(t, "n4", ds[0].cfg.MulticastPort)
+	sub := filepath.Join(dir, "n4")
+	os.Mkdir(sub, 0o700)
+	cfg.RouteTLSCert, cfg.RouteTLSKey, _ = other.Files(t, sub, "n4", cfg.ClusterName)
+	cfg.RouteTLSCA = ds[0].cfg.RouteTLSCA // it trusts the cluster; the cluster does not trust it
+	d, err := Start(cfg, slog.New(slog.NewTextHandler(tWriter{t}, nil)).With("node", "n4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := getStatus(t, ds[0]).Members; slices.Contains(m, "n4") {
+			t.Fatalf("n1 lists n4, whose certificate the cluster's CA did not sign: %v", m)
+		}
+		if r := d.node.Routes(); len(r) != 0 {
+			t.Fatalf("n4 has routes %v without a certificate from the cluster's CA", r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// The route TLS variables go together, and a file that cannot be read
+// is named by its variable.
+func TestRouteTLSConfigErrors(t *testing.T) {
+	cfg := testConfig(t, "n1", freePort(t))
+	cfg.RouteTLSCert = "/nonexistent/n1.crt"
+	err := cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), "BATON_ROUTE_TLS_KEY") || !strings.Contains(err.Error(), "all three") {
+		t.Errorf("only BATON_ROUTE_TLS_CERT set: got %v, want an error naming the three variables", err)
+	}
+
+	cfg.RouteTLSKey, cfg.RouteTLSCA = "/nonexistent/n1.key", "/nonexistent/ca.crt"
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("all three set: %v", err)
+	}
+	_, err = Start(cfg, slog.New(slog.NewTextHandler(tWriter{t}, nil)))
+	if err == nil || !strings.Contains(err.Error(), "BATON_ROUTE_TLS_CERT") || !strings.Contains(err.Error(), "/nonexistent/n1.crt") {
+		t.Errorf("missing certificate file: got %v, want an error naming BATON_ROUTE_TLS_CERT and the file", err)
+	}
+
+	dir := t.TempDir()
+	cfg.RouteTLSCert, cfg.RouteTLSKey, _ = testpki.NewCA(t, "ca").Files(t, dir, "n1", "dtest")
+	cfg.RouteTLSCA = cfg.RouteTLSKey // a key, not a certificate
+	_, err = Start(cfg, slog.New(slog.NewTextHandler(tWriter{t}, nil)))
+	if err == nil || !strings.Contains(err.Error(), "BATON_ROUTE_TLS_CA: no PEM certificate") {
+		t.Errorf("CA file without a certificate: got %v, want an error naming BATON_ROUTE_TLS_CA", err)
 	}
 }
