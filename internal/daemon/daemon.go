@@ -263,9 +263,8 @@ func waitForAddress(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 // checkFree reports whether a TCP listen address can be bound now.
 func checkFree(addr string) error {
-	if _, port, _ := net.SplitHostPort(addr); port == "0" {
-		return nil
-	}
+	// Port 0 too: the port is then surely free, but the host part may
+	// still be an address this machine does not have.
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err

@@ -229,6 +229,27 @@ func TestStartFailsClearlyOnUnknownInterface(t *testing.T) {
 	}
 }
 
+// A listen address this host does not have (192.0.2.0/24 is reserved for
+// documentation) is named by its variable, even with port 0. Binding it
+// fails locally; nothing is sent.
+func TestStartFailsClearlyOnAddressNotOnHost(t *testing.T) {
+	for _, name := range []string{"BATON_NATS_LISTEN", "BATON_ROUTE_LISTEN", "BATON_HTTP_ADDR"} {
+		cfg := testConfig(t, "n1", freePort(t))
+		switch name {
+		case "BATON_NATS_LISTEN":
+			cfg.NATSListen = "192.0.2.7:0"
+		case "BATON_ROUTE_LISTEN":
+			cfg.RouteListen = "192.0.2.7:0"
+		case "BATON_HTTP_ADDR":
+			cfg.HTTPAddr = "192.0.2.7:0"
+		}
+		_, err := Start(cfg, slog.New(slog.NewTextHandler(tWriter{t}, nil)))
+		if err == nil || !strings.HasPrefix(err.Error(), name+": ") {
+			t.Errorf("%s on an address not on this host: %v, want an error naming %s", name, err, name)
+		}
+	}
+}
+
 func TestStartFailsClearlyOnBusyNATSPorts(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
