@@ -58,6 +58,12 @@ func TestNamespaceCrashRecovery(t *testing.T) {
 // plus a progress report interval and slack for a loaded machine.
 const lossBound = 3*time.Second + 2*time.Second + 3*time.Second
 
+// lossPromise is what the README promises for a crash with the defaults:
+// every baton moving again within BATON_LOSS_TIMEOUT (2s) plus one
+// heartbeat (BATON_HEARTBEAT_INTERVAL, 0.5s). The summary shows it beside
+// the measured time; the test fails only past lossBound.
+const lossPromise = 2*time.Second + 500*time.Millisecond
+
 // killAndMeasure kills victims with SIGKILL, waits until the survivors
 // have every baton moving again, and adds the scenario's row to the
 // chaos summary.
@@ -122,7 +128,7 @@ func killAndMeasure(t *testing.T, w *watcher, victims []*node, survivors []*node
 	if lost == 0 {
 		t.Logf("RECOVERY: SIGKILL of %s: no baton was lost; all %d moving", what, batons)
 	} else {
-		row.recovery = fmt.Sprintf("%.2fs (bound %v)", recovered.Seconds(), lossBound)
+		row.recovery = fmt.Sprintf("%.2fs (promised %v)", recovered.Seconds(), lossPromise)
 		t.Logf("RECOVERY: SIGKILL of %s: %d baton(s) lost, all injected again %.2fs after the kill; all %d moving",
 			what, lost, recovered.Seconds(), batons)
 	}
