@@ -89,12 +89,12 @@ func (t *Table) Raise(id uint32, p Position) Position {
 }
 
 // AppendReport appends the entries that changed since last (a copy the
-// caller keeps between reports) as "id:epoch:counter" separated by
-// spaces, and updates last.
-func (t *Table) AppendReport(dst []byte, last []Position) []byte {
+// caller keeps between reports), or with all every known entry, as
+// "id:epoch:counter" separated by spaces, and updates last.
+func (t *Table) AppendReport(dst []byte, last []Position, all bool) []byte {
 	for id := range t.pos {
 		p := Position(t.pos[id].Load())
-		if p == 0 || p == last[id] {
+		if p == 0 || (p == last[id] && !all) {
 			continue
 		}
 		last[id] = p

@@ -37,7 +37,7 @@ func TestReportRoundTripSendsOnlyChanges(t *testing.T) {
 	tb.Raise(0, Pos(1, 7))
 	tb.Raise(3, Pos(2, 900))
 
-	rep := tb.AppendReport(nil, last)
+	rep := tb.AppendReport(nil, last, false)
 	if string(rep) != "0:1:7 3:2:900" {
 		t.Fatalf("report %q", rep)
 	}
@@ -50,11 +50,16 @@ func TestReportRoundTripSendsOnlyChanges(t *testing.T) {
 	}
 
 	tb.Raise(3, Pos(2, 901))
-	if rep := tb.AppendReport(nil, last); string(rep) != "3:2:901" {
+	if rep := tb.AppendReport(nil, last, false); string(rep) != "3:2:901" {
 		t.Errorf("second report %q, want only the change", rep)
 	}
-	if rep := tb.AppendReport(nil, last); len(rep) != 0 {
+	if rep := tb.AppendReport(nil, last, false); len(rep) != 0 {
 		t.Errorf("report with nothing new: %q", rep)
+	}
+	// A full report repeats everything known, for a leader that has
+	// just started and knows nothing.
+	if rep := tb.AppendReport(nil, last, true); string(rep) != "0:1:7 3:2:901" {
+		t.Errorf("full report %q, want every known position", rep)
 	}
 }
 

@@ -84,10 +84,22 @@ func (h controlHandler) ServerError(text string) {
 
 func (h controlHandler) Drained() {}
 
-// report publishes what this node's table learned since the last report.
-// It runs on the control goroutine.
-func (r *Relay) report() {
-	r.reportBuf = r.table.AppendReport(r.reportBuf[:0], r.reported)
+// report publishes what this node's table learned since the last report,
+// and every half loss timeout all that it knows. It runs on the control
+// goroutine.
+//
+// The full reports are for a leader that has just started (a restarted
+// node, or one whose predecessor died): changes alone never tell it where
+// a baton that stopped before it started had got to, and it would inject
+// that baton again from counter 0. With a full report from every node
+// within half a loss timeout, it knows every baton's highest position
+// before it may call any of them lost.
+func (r *Relay) report(now time.Time) {
+	all := !now.Before(r.nextFull)
+	if all {
+		r.nextFull = now.Add(max(r.cfg.LossTimeout/2, time.Millisecond))
+	}
+	r.reportBuf = r.table.AppendReport(r.reportBuf[:0], r.reported, all)
 	if len(r.reportBuf) == 0 {
 		return
 	}

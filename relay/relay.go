@@ -102,6 +102,7 @@ type Relay struct {
 	ctl       *natsproto.Conn // progress and epoch announcements
 	reported  []Position      // last reported positions; control goroutine only
 	reportBuf []byte          // control goroutine only
+	nextFull  time.Time       // when to report every position; control goroutine only
 
 	lossMu   sync.Mutex
 	detector *LossDetector // guarded by lossMu; see recoverLost
@@ -429,7 +430,7 @@ func (r *Relay) control() {
 		}
 		r.logWaiting(v, &inj, &waitLogged)
 		r.releaseParked()
-		r.report()
+		r.report(now)
 		r.recoverLost(v, inj.done, now)
 	}
 }

@@ -551,3 +551,51 @@ func TestRouteTLSConfigErrors(t *testing.T) {
 		t.Errorf("CA file without a certificate: got %v, want an error naming BATON_ROUTE_TLS_CA", err)
 	}
 }
+
+// A leader that crashes and is back at once is leader again, with an empty
+// table: it must learn where the batons it lost had got to (from the
+// others' full progress reports) before it calls them lost, and inject
+// them again from there, not from counter 0. Every baton's counter ends
+// above where it was before the crash, and no second copy of an epoch is
+// ever made.
+func TestRestartedLeaderContinuesCounters(t *testing.T) {
+	const batons = 8
+	port := freePort(t)
+	start := func(name string) *Daemon {
+		cfg := testConfig(t, name, port)
+		cfg.Batons = batons
+		d, err := Start(cfg, slog.New(slog.NewTextHandler(tWriter{t}, nil)).With("node", name))
+		if err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		t.Cleanup(d.Close)
+		return d
+	}
+	ds := []*Daemon{start("n1"), start("n2"), start("n3")}
+	waitFor(t, 5*time.Second, "all batons moving", func() bool { return allMoving(ds, batons) })
+
+	ds[0].Close() // a crash: no goodbye
+	before := make([]uint64, batons)
+	for id := range batons {
+		for _, d := range ds[1:] {
+			before[id] = max(before[id], d.Relay().Position(uint32(id)).Counter())
+		}
+	}
+	ds[0] = start("n1")
+
+	waitFor(t, 8*time.Second, "every baton to move again", func() bool { return allMoving(ds, batons) })
+	for id := range batons {
+		var now uint64
+		for _, d := range ds {
+			now = max(now, d.Relay().Position(uint32(id)).Counter())
+		}
+		if now < before[id] {
+			t.Errorf("baton %d is at counter %d, below the %d it had reached before the leader crashed", id, now, before[id])
+		}
+	}
+	for _, d := range ds {
+		if n := d.Relay().Duplicates(); n != 0 {
+			t.Errorf("%s dropped %d second copies of a baton: one was injected again below its counter", d.cfg.NodeName, n)
+		}
+	}
+}
