@@ -229,8 +229,11 @@ func TestNamespaceMulticastBlocked(t *testing.T) {
 		if !ok {
 			t.Fatalf("no cluster with seeds and multicast dropped, %v after the last start", formDeadline)
 		}
+		took := time.Since(lastStart)
 		t.Logf("SEEDS: all %d members listed %.2fs after the last start, with the bridge dropping multicast",
-			len(nodes), time.Since(lastStart).Seconds())
+			len(nodes), took.Seconds())
+		recordChaos(chaosRow{scenario: "multicast dropped, BATON_SEEDS set", lost: "-", monotonic: "-",
+			recovery: fmt.Sprintf("formed %.2fs after the last start", took.Seconds())})
 		relayWindow(t, nodes, 1500*time.Millisecond, 10*time.Second, "seeded cluster")
 	})
 
@@ -248,6 +251,7 @@ func TestNamespaceMulticastBlocked(t *testing.T) {
 		}
 		// Five announcement intervals of silence (about 5 s) make a node
 		// call itself isolated.
+		start := time.Now()
 		if _, ok := poll(15*time.Second, func() bool {
 			for _, n := range nodes {
 				resp, err := n.client.Get(n.url)
@@ -274,6 +278,8 @@ func TestNamespaceMulticastBlocked(t *testing.T) {
 				t.Errorf("%s's log does not say that it hears no one", n.name)
 			}
 		}
+		recordChaos(chaosRow{scenario: "multicast dropped, no seeds", lost: "-", monotonic: "-",
+			recovery: fmt.Sprintf("all say isolated (not alone) after %.2fs", time.Since(start).Seconds())})
 	})
 }
 
@@ -314,6 +320,8 @@ func TestNamespaceLossyMulticast(t *testing.T) {
 	if misses > 0 {
 		t.Errorf("membership flapped: incomplete at %d of %d polls", misses, polls)
 	}
+	recordChaos(chaosRow{scenario: "40% of multicast dropped", lost: fmt.Sprint(reinjectedSum(nodes)), monotonic: "-",
+		recovery: fmt.Sprintf("no flap: members complete at %d of %d polls", polls-misses, polls)})
 }
 
 // TestNamespaceLateAddress starts a node whose interface has no address
@@ -351,6 +359,8 @@ func TestNamespaceLateAddress(t *testing.T) {
 		t.Fatalf("%s did not join within 10s of its address appearing", lateNode.name)
 	}
 	t.Logf("LATE ADDRESS: %s joined %.2fs after its address appeared (two announcement periods: 2s)", lateNode.name, took.Seconds())
+	recordChaos(chaosRow{scenario: "no address at start, then one", lost: "-", monotonic: "-",
+		recovery: fmt.Sprintf("no crash loop; joined %.2fs after the address (promised 2s)", took.Seconds())})
 	relayWindow(t, nodes, 1500*time.Millisecond, 10*time.Second, "after the late node joined")
 	relayWindow(t, nodes, 1500*time.Millisecond, 10*time.Second, "after the late node joined, later")
 }
