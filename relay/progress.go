@@ -228,3 +228,36 @@ func (d *LossDetector) Lost(now time.Time) []Recovery {
 	}
 	return out
 }
+
+// epochTable holds, per baton id, the highest epoch established on this
+// node, without locks. Ids at or above its size are not tracked and
+// count as epoch 0.
+type epochTable struct {
+	e []atomic.Uint32
+}
+
+func newEpochTable(n int) epochTable { return epochTable{e: make([]atomic.Uint32, n)} }
+
+func (t epochTable) get(id uint32) uint32 {
+	if int(id) >= len(t.e) {
+		return 0
+	}
+	return t.e[id].Load()
+}
+
+// raise records epoch for id if it is higher, and reports whether it was.
+func (t epochTable) raise(id uint32, epoch uint32) bool {
+	if int(id) >= len(t.e) {
+		return false
+	}
+	slot := &t.e[id]
+	for {
+		old := slot.Load()
+		if epoch <= old {
+			return false
+		}
+		if slot.CompareAndSwap(old, epoch) {
+			return true
+		}
+	}
+}

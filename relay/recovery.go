@@ -66,15 +66,129 @@ func (h controlHandler) Msg(m *natsproto.Msg) {
 			if d != nil {
 				d.Observe(id, p, now)
 			}
+			r.establish(id, p.Epoch())
 		})
 		r.lossMu.Unlock()
 	case string(m.Subject) == ControlSubject:
 		// An epoch announcement: from now on, copies of older epochs of
-		// these batons die here.
-		err = ParseReport(m.Data, func(id uint32, p Position) { r.table.Raise(id, p) })
+		// these batons die here, and copies of this epoch are taken.
+		err = ParseReport(m.Data, func(id uint32, p Position) {
+			r.establish(id, p.Epoch())
+			r.table.Raise(id, p)
+		})
 	}
 	if err != nil {
 		r.countBad("bad control message", err)
+	}
+}
+
+// establish records that epoch of baton id is established, and wakes the
+// control goroutine if a copy of it may be held.
+func (r *Relay) establish(id uint32, epoch uint16) {
+	if !r.epochs.raise(id, uint32(epoch)) {
+		return
+	}
+	r.heldMu.Lock()
+	waiting := len(r.held) > 0
+	r.heldMu.Unlock()
+	if waiting {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Held batons.
+//
+// The leader announces a new epoch on baton.control before it sends the
+// baton again, but the two travel different paths (the announcement over
+// routes, the baton straight to the peer's server), so the baton may
+// arrive first. A node that has just started knows no epoch at all until
+// a full progress report reaches it. And a copy with a made-up epoch
+// would, if taken, fence the real baton and restart its counter. So a
+// copy of an epoch not yet established here is held, not relayed: it
+// goes on once the epoch is established, and is dropped as unannounced
+// if that does not happen within the loss timeout (a real baton dropped
+// that way is found lost and injected again).
+
+type heldBaton struct {
+	b     baton
+	since time.Time
+}
+
+// maxHeld bounds the held list, so a flood of forged batons costs
+// memory only up to this.
+const maxHeld = 4096
+
+func (r *Relay) hold(b baton) {
+	r.heldMu.Lock()
+	full := len(r.held) >= maxHeld
+	if !full {
+		r.held = append(r.held, heldBaton{b: b, since: time.Now()})
+	}
+	r.heldMu.Unlock()
+	if full {
+		r.unannounced.Add(1)
+		return
+	}
+	// The epoch may have been established between the check and now.
+	if uint32(b.epoch) <= r.epochs.get(b.id) {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// releaseHeld passes on the held batons whose epoch is now established
+// and drops those held past the loss timeout. It runs on the control
+// goroutine.
+func (r *Relay) releaseHeld(now time.Time) {
+	r.heldMu.Lock()
+	if len(r.held) == 0 {
+		r.heldMu.Unlock()
+		return
+	}
+	var ready []baton
+	var expired int
+	keep := r.held[:0]
+	for _, h := range r.held {
+		switch {
+		case uint32(h.b.epoch) <= r.epochs.get(h.b.id):
+			ready = append(ready, h.b)
+		case now.Sub(h.since) >= max(r.cfg.LossTimeout, time.Second):
+			expired++
+		default:
+			keep = append(keep, h)
+		}
+	}
+	clear(r.held[len(keep):])
+	r.held = keep
+	r.heldMu.Unlock()
+
+	if expired > 0 {
+		r.unannounced.Add(uint64(expired))
+		r.log.Warn("dropped batons of an epoch never announced (forged, or an announcement lost)", "batons", expired)
+	}
+	passed := 0
+	for _, b := range ready {
+		p := Pos(b.epoch, b.counter)
+		if known := r.table.Raise(b.id, p); known > p {
+			if known.Epoch() > b.epoch {
+				r.fenced.Add(1)
+			} else {
+				r.duplicates.Add(1)
+			}
+			continue
+		}
+		r.seen.Store(true)
+		r.ctrl.pass(baton{id: b.id, epoch: b.epoch, counter: b.counter + 1})
+		r.hops.Add(1)
+		passed++
+	}
+	if passed > 0 {
+		r.flush()
 	}
 }
 
@@ -150,6 +264,7 @@ func (r *Relay) recoverLost(v *cluster.View, batonsKnown bool, now time.Time) {
 func (r *Relay) reinject(lost []Recovery) {
 	var ann []byte
 	for _, rec := range lost {
+		r.epochs.raise(rec.ID, uint32(rec.Next.Epoch()))
 		r.table.Raise(rec.ID, rec.Next)
 		ann = AppendEntry(ann, rec.ID, rec.Next)
 	}

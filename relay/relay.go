@@ -119,6 +119,17 @@ type Relay struct {
 	parkMu sync.Mutex
 	parked []baton // batons waiting for a peer
 
+	// epochs is, per baton, the highest epoch established here: announced
+	// on baton.control, or seen in any node's progress report (which
+	// only reports epochs that node accepted). held keeps copies of a
+	// higher epoch until it is established, or drops them as
+	// unannounced after the loss timeout.
+	epochs      epochTable
+	heldMu      sync.Mutex
+	held        []heldBaton
+	kick        chan struct{} // wakes the control goroutine to release held batons
+	unannounced atomic.Uint64
+
 	served   chan error    // the result of Serve
 	stop     chan struct{} // closed by Stop
 	ctrlDone chan struct{} // closed when the control goroutine returns
@@ -160,6 +171,8 @@ func Start(cfg Config, dial Dialer, m Membership) (*Relay, error) {
 		start:    time.Now(),
 		table:    NewTable(cfg.Batons),
 		reported: make([]Position, cfg.Batons),
+		epochs:   newEpochTable(cfg.Batons),
+		kick:     make(chan struct{}, 1),
 	}
 	r.direct.Store(&map[string]*natsproto.Conn{})
 	r.peers.Store(&m.View().Peers)
@@ -241,6 +254,10 @@ func (r *Relay) Injected() uint64 { return r.injected.Load() }
 
 // Fenced returns the number of stale copies (an older epoch) dropped here.
 func (r *Relay) Fenced() uint64 { return r.fenced.Load() }
+
+// Unannounced returns the number of batons of an epoch that was never
+// established here (forged, or whose announcement was lost), dropped.
+func (r *Relay) Unannounced() uint64 { return r.unannounced.Load() }
 
 // Duplicates returns the number of copies of a baton's current epoch that
 // arrived behind a position already seen here, and were dropped.
@@ -335,6 +352,12 @@ func (h handler) Msg(m *natsproto.Msg) {
 	// within an epoch), forged or duplicated, and dies too: so a baton's
 	// counter never goes backwards at any node, and of two copies the one
 	// behind dies at the first node the other has passed.
+	// An epoch above 1 that no announcement or progress report has
+	// established here is held until one does (see hold).
+	if epoch > 1 && uint32(epoch) > r.epochs.get(id) {
+		r.hold(baton{id: id, epoch: epoch, counter: n})
+		return
+	}
 	p := Pos(epoch, n)
 	if known := r.table.Raise(id, p); known > p {
 		if known.Epoch() > epoch {
@@ -416,6 +439,7 @@ func (r *Relay) control() {
 			r.markDown(name, time.Now().Add(r.cfg.DownFor))
 			continue
 		case <-r.m.Changes():
+		case <-r.kick:
 		case <-tick.C:
 		}
 
@@ -430,6 +454,7 @@ func (r *Relay) control() {
 		}
 		r.logWaiting(v, &inj, &waitLogged)
 		r.releaseParked()
+		r.releaseHeld(now)
 		r.report(now)
 		r.recoverLost(v, inj.done, now)
 	}
@@ -453,6 +478,7 @@ func (r *Relay) inject(n int, v *cluster.View) {
 	r.log.Info("injecting batons", "batons", n, "relays", v.Relays)
 	for id := range n {
 		b := baton{id: uint32(id), epoch: 1}
+		r.epochs.raise(b.id, 1)
 		r.table.Raise(b.id, Pos(b.epoch, b.counter))
 		r.ctrl.pass(b)
 		r.injected.Add(1)

@@ -396,6 +396,26 @@ func TestStaleAndForgedBatonsAreDropped(t *testing.T) {
 		return ds[1].Relay().Duplicates() == dups+1
 	})
 	waitFor(t, 3*time.Second, "batons still moving", func() bool { return allMoving(ds, batons) })
+
+	// A forged copy with a made-up epoch would fence the real baton and
+	// restart its counter: it is held, since no announcement established
+	// that epoch, and dropped as unannounced after the loss timeout. The
+	// real baton 2 goes on in its epoch, its counter never reset.
+	real := ds[1].Relay().Position(2)
+	forgedEpoch := nats.NewMsg(relay.Subject("n2"))
+	forgedEpoch.Header.Set("Baton", fmt.Sprintf("2.%d", real.Epoch()+5))
+	forgedEpoch.Data = []byte("3")
+	nc.PublishMsg(forgedEpoch)
+	nc.Flush()
+	waitFor(t, 5*time.Second, "the forged epoch dropped as unannounced at n2", func() bool {
+		return ds[1].Relay().Unannounced() == 1
+	})
+	for _, d := range ds {
+		if p := d.Relay().Position(2); p.Epoch() > real.Epoch() {
+			t.Errorf("%s took baton 2 at %v: a forged epoch got past the fencing", d.cfg.NodeName, p)
+		}
+	}
+	waitFor(t, 3*time.Second, "batons still moving", func() bool { return allMoving(ds, batons) })
 }
 
 // A rolling restart, every node stopped cleanly and started again one at

@@ -78,6 +78,9 @@ type BatonStatus struct {
 	// behind a position already seen here (a second copy, or one forged
 	// with nats pub) and were dropped. Zero unless someone forges batons.
 	Duplicates uint64 `json:"duplicates"`
+	// Unannounced counts copies of an epoch never announced here (a
+	// baton forged with a made-up epoch), held and then dropped.
+	Unannounced uint64 `json:"unannounced"`
 	// Moving, on the leader only, is how many batons it saw move within
 	// BATON_LOSS_TIMEOUT: equal to BATON_BATONS when none is lost.
 	Moving *int `json:"moving,omitempty"`
@@ -102,15 +105,16 @@ func (d *Daemon) Status() Status {
 		ClientURL:     d.node.Server().ClientURL(),
 		Interface:     d.iface,
 		Batons: BatonStatus{
-			InFlight:   v.Batons || d.relay.Seen(),
-			Injected:   d.relay.Injected(),
-			Parked:     d.relay.Parked(),
-			Bad:        d.relay.Bad(),
-			Direct:     d.relay.DirectPeers(),
-			Lost:       d.relay.Lost(),
-			Reinjected: d.relay.Reinjected(),
-			Fenced:     d.relay.Fenced(),
-			Duplicates: d.relay.Duplicates(),
+			InFlight:    v.Batons || d.relay.Seen(),
+			Injected:    d.relay.Injected(),
+			Parked:      d.relay.Parked(),
+			Bad:         d.relay.Bad(),
+			Direct:      d.relay.DirectPeers(),
+			Lost:        d.relay.Lost(),
+			Reinjected:  d.relay.Reinjected(),
+			Fenced:      d.relay.Fenced(),
+			Duplicates:  d.relay.Duplicates(),
+			Unannounced: d.relay.Unannounced(),
 		},
 		Latency:       latencyStatus(d.relay.Latency()),
 		Discovery:     d.node.DiscoveryStats(),
