@@ -149,6 +149,7 @@ func StartNode(cfg Config) (_ *Node, err error) {
 		RouteUser:      RouteUser,
 		RoutePassword:  DerivePassword(cfg.Secret, cfg.Cluster, "route"),
 		ClientPassword: DerivePassword(cfg.Secret, cfg.Cluster, "client"),
+		NodePassword:   DerivePassword(cfg.Secret, cfg.Cluster, "node"),
 		SysPassword:    DerivePassword(cfg.Secret, cfg.Cluster, "sys"),
 		PingInterval:   cfg.RoutePing,
 		RouteTLS:       cfg.RouteTLS,

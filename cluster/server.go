@@ -40,10 +40,13 @@ type ServerConfig struct {
 
 	// ClientPassword, when set, makes the client port require a user:
 	// ClientUser in the application account, where batons and heartbeats
-	// live, or SysUser with SysPassword in the system account, for
-	// `nats server` commands. Anonymous clients are refused. Empty leaves
-	// the client port open (tests of the server alone).
+	// live, for people and their programs; NodeUser with NodePassword in
+	// the same account, for the nodes' own connections; or SysUser with
+	// SysPassword in the system account, for `nats server` commands.
+	// Anonymous clients are refused. Empty leaves the client port open
+	// (tests of the server alone).
 	ClientPassword string
+	NodePassword   string
 	SysPassword    string
 
 	// PingInterval is the route keepalive. NATS's default lets a silently
@@ -106,7 +109,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		opts.Cluster.Advertise = net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(cfg.RoutePort))
 	}
 	if cfg.ClientPassword != "" {
-		if err := setClientAuth(opts, cfg.ClientPassword, cfg.SysPassword); err != nil {
+		if err := setClientAuth(opts, cfg.ClientPassword, cfg.NodePassword, cfg.SysPassword); err != nil {
 			return nil, err
 		}
 	}
@@ -136,27 +139,42 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 // Client users. The names are fixed; the passwords derive from the secret.
 const (
 	ClientUser = "baton"
+	NodeUser   = "baton-node"
 	SysUser    = "sys"
 	appAccount = "BATON"
 	sysAccount = "SYS"
 )
 
+// NodeOnlySubjects are the subjects only nodes publish on: what the
+// cluster's membership and loss recovery believe. ClientUser may read
+// them but not publish there, so that holding the client credentials
+// (for the nats CLI, or a program of one's own) is not enough to forge
+// a heartbeat, a progress report or an epoch announcement. Batons
+// themselves stay open to ClientUser: the relay checks every baton, and
+// publishing a hand-made one is a way to test that.
+var NodeOnlySubjects = []string{HeartbeatSubjectPrefix + ">", "baton.progress.>", "baton.control"}
+
 // setClientAuth creates the application and system accounts and their
 // users. Passwords are stored as bcrypt hashes (NATS warns about plain
 // ones); the lowest cost is enough, since the password is 128 random
 // bits and not something a person chose.
-func setClientAuth(opts *server.Options, clientPass, sysPass string) error {
+func setClientAuth(opts *server.Options, clientPass, nodePass, sysPass string) error {
 	app, sys := server.NewAccount(appAccount), server.NewAccount(sysAccount)
+	clientPerms := &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: NodeOnlySubjects}}
 	var users []*server.User
 	for _, u := range []struct {
 		name, pass string
 		acc        *server.Account
-	}{{ClientUser, clientPass, app}, {SysUser, sysPass, sys}} {
+		perms      *server.Permissions
+	}{{ClientUser, clientPass, app, clientPerms}, {NodeUser, nodePass, app, nil}, {SysUser, sysPass, sys, nil}} {
+		if u.pass == "" {
+			continue // a user without a password is not created
+		}
 		hash, err := bcrypt.GenerateFromPassword([]byte(u.pass), bcrypt.MinCost)
 		if err != nil {
 			return fmt.Errorf("client credentials: %w", err)
 		}
-		users = append(users, &server.User{Username: u.name, Password: string(hash), Account: u.acc})
+		users = append(users, &server.User{Username: u.name, Password: string(hash), Account: u.acc, Permissions: u.perms})
 	}
 	opts.Accounts = []*server.Account{app, sys}
 	opts.Users = users
@@ -284,8 +302,8 @@ func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
 		nats.NoEcho(),
 		nats.MaxReconnects(-1),
 	}
-	if s.cfg.ClientPassword != "" {
-		base = append(base, nats.UserInfo(ClientUser, s.cfg.ClientPassword))
+	if s.cfg.NodePassword != "" {
+		base = append(base, nats.UserInfo(NodeUser, s.cfg.NodePassword))
 	}
 	nc, err := nats.Connect("", append(base, opts...)...)
 	if err != nil {

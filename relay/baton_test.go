@@ -3,8 +3,11 @@ package relay
 import (
 	"errors"
 	"math"
+	"slices"
 	"strconv"
 	"testing"
+
+	"github.com/baton-relay/baton/cluster"
 )
 
 func TestCounterRoundTrip(t *testing.T) {
@@ -76,6 +79,16 @@ func TestParseHeaderRejects(t *testing.T) {
 	} {
 		if id, e, err := ParseHeader([]byte(h)); err == nil {
 			t.Errorf("ParseHeader(%q) = %d, %d; want an error", h, id, e)
+		}
+	}
+}
+
+// The cluster layer keeps the client user from publishing loss-recovery
+// traffic; its list must name this package's subjects.
+func TestNodeOnlySubjectsCoverRecovery(t *testing.T) {
+	for _, want := range []string{ProgressPrefix + ">", ControlSubject} {
+		if !slices.Contains(cluster.NodeOnlySubjects, want) {
+			t.Errorf("cluster.NodeOnlySubjects %v lacks %s", cluster.NodeOnlySubjects, want)
 		}
 	}
 }

@@ -35,9 +35,9 @@ type Config struct {
 	// declares a silent peer dead after its own timeout; this is for the
 	// peer that visibly went away (its kernel reset the connection).
 	DownFor time.Duration
-	// ClientPassword authenticates the relay's connections as
-	// cluster.ClientUser; empty connects without a user.
-	ClientPassword string
+	// NodePassword authenticates the relay's connections as
+	// cluster.NodeUser; empty connects without a user.
+	NodePassword string
 	// LossTimeout is how long a baton may make no visible progress
 	// before the leader injects it again (see progress.go). Zero turns
 	// loss recovery off.
@@ -230,11 +230,11 @@ func (r *Relay) handshake(dial Dialer, suffix string) (*natsproto.Conn, error) {
 }
 
 // connectOptions names a connection of this relay and gives it the
-// client credentials.
+// node's credentials.
 func (r *Relay) connectOptions(suffix string, writeTimeout time.Duration) natsproto.ConnectOptions {
 	o := natsproto.ConnectOptions{Name: r.cfg.Node + suffix, WriteTimeout: writeTimeout}
-	if r.cfg.ClientPassword != "" {
-		o.User, o.Pass = cluster.ClientUser, r.cfg.ClientPassword
+	if r.cfg.NodePassword != "" {
+		o.User, o.Pass = cluster.NodeUser, r.cfg.NodePassword
 	}
 	return o
 }

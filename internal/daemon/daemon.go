@@ -84,14 +84,14 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 
 	strategy, _ := relay.ParseStrategy(cfg.PeerChoice) // validated above
 	d.relay, err = relay.Start(relay.Config{
-		Node:           cfg.NodeName,
-		Batons:         cfg.Batons,
-		MinNodes:       cfg.MinNodes,
-		Strategy:       strategy,
-		Leader:         cfg.Leader,
-		Direct:         cfg.Direct,
-		Settle:         2 * cfg.HeartbeatInterval,
-		ClientPassword: cluster.DerivePassword(cfg.Secret, cfg.ClusterName, "client"),
+		Node:         cfg.NodeName,
+		Batons:       cfg.Batons,
+		MinNodes:     cfg.MinNodes,
+		Strategy:     strategy,
+		Leader:       cfg.Leader,
+		Direct:       cfg.Direct,
+		Settle:       2 * cfg.HeartbeatInterval,
+		NodePassword: cluster.DerivePassword(cfg.Secret, cfg.ClusterName, "node"),
 		// Recovery and its timeout, see relay/progress.go.
 		LossTimeout: cfg.LossTimeout,
 		DownFor:     cfg.DeadAfter,

@@ -349,9 +349,17 @@ func TestStaleAndForgedBatonsAreDropped(t *testing.T) {
 		}
 		return n
 	}
+	// Only nodes may announce epochs (the client user may not, see
+	// TestClientUserCannotForgeClusterState), so the test speaks as one.
+	node, err := nats.Connect(ds[1].Node().Server().ClientURL(),
+		nats.UserInfo(cluster.NodeUser, cluster.DerivePassword("test-secret", "dtest", "node")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
 	next := ds[0].Relay().Position(0).Counter() + 1_000_000
-	nc.Publish(relay.ControlSubject, fmt.Appendf(nil, "0:2:%d", next))
-	nc.Flush()
+	node.Publish(relay.ControlSubject, fmt.Appendf(nil, "0:2:%d", next))
+	node.Flush()
 	waitFor(t, 3*time.Second, "the epoch-1 copy of baton 0 to be fenced", func() bool { return fenced() >= 1 })
 	waitFor(t, 5*time.Second, "baton 0 injected again and all batons moving", func() bool {
 		return ds[0].Relay().Reinjected() >= 1 && allMoving(ds, batons)
@@ -617,5 +625,55 @@ func TestRestartedLeaderContinuesCounters(t *testing.T) {
 		if n := d.Relay().Duplicates(); n != 0 {
 			t.Errorf("%s dropped %d second copies of a baton: one was injected again below its counter", d.cfg.NodeName, n)
 		}
+	}
+}
+
+// The client credentials (for the nats CLI and programs of one's own) may
+// read everything but not publish what the cluster believes: heartbeats,
+// progress reports and epoch announcements. The server refuses such a
+// publish, and the cluster does not see it: a forged epoch announcement
+// would otherwise fence a live baton.
+func TestClientUserCannotForgeClusterState(t *testing.T) {
+	const batons = 2
+	ds := startDaemons(t, 3, func(c *Config) { c.Batons = batons })
+	waitFor(t, 5*time.Second, "all batons moving", func() bool { return allMoving(ds, batons) })
+
+	refused := make(chan string, 8)
+	nc, err := nats.Connect(ds[0].Node().Server().ClientURL(),
+		nats.UserInfo(cluster.ClientUser, cluster.DerivePassword("test-secret", "dtest", "client")),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { refused <- err.Error() }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+
+	before := ds[1].Relay().Position(0)
+	for _, subject := range []string{relay.ControlSubject, relay.ProgressPrefix + "n9", cluster.HeartbeatSubjectPrefix + "n9"} {
+		nc.Publish(subject, []byte("0:9:5"))
+		nc.Flush()
+		select {
+		case e := <-refused:
+			if !strings.Contains(e, "Permissions Violation") || !strings.Contains(e, subject) {
+				t.Errorf("publish on %s: error %q, want a permissions violation naming the subject", subject, e)
+			}
+		case <-time.After(3 * time.Second):
+			t.Errorf("publish on %s by the client user was not refused", subject)
+		}
+	}
+	waitFor(t, 3*time.Second, "batons still moving", func() bool { return allMoving(ds, batons) })
+	if p := ds[1].Relay().Position(0); p.Epoch() != before.Epoch() {
+		t.Errorf("baton 0 went from epoch %d to %d after a refused announcement", before.Epoch(), p.Epoch())
+	}
+	if m := ds[0].Node().View().Alive; slices.Contains(m, "n9") {
+		t.Errorf("a refused heartbeat made n9 a member: %v", m)
+	}
+
+	// Reading them stays allowed: `nats sub 'baton.>'` must work.
+	sub, err := nc.SubscribeSync(relay.ProgressPrefix + "*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.NextMsg(3 * time.Second); err != nil {
+		t.Errorf("the client user cannot read progress reports: %v", err)
 	}
 }
