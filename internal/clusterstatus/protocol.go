@@ -7,7 +7,7 @@
 // The Responder is the node's side; Query is the asking side; Format
 // prints a Result as the table and matrix people read. Every subject
 // starts with "baton.", like the rest of baton's traffic, and every
-// payload is JSON, so `nats req baton.status ”` works too.
+// payload is JSON, so the nats CLI can ask too (nats req baton.status x).
 package clusterstatus
 
 import (
