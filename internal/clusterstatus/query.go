@@ -91,12 +91,12 @@ func gather(ctx context.Context, nc *nats.Conn, timeout time.Duration) ([]NodeSt
 	byName := make(map[string]NodeStatus)
 	for {
 		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			break // the timeout, or the caller gave up: report what came
-		}
-		if m.Header.Get("Status") == "503" {
+		if errors.Is(err, nats.ErrNoResponders) {
 			return nil, fmt.Errorf("%w: nothing subscribes to %s on %s; is it a baton node (not embedded-nats), and is this the application user?",
 				ErrNoAnswer, StatusSubject, nc.ConnectedServerName())
+		}
+		if err != nil {
+			break // the timeout, or the caller gave up: report what came
 		}
 		var st NodeStatus
 		if err := json.Unmarshal(m.Data, &st); err != nil || st.Node == "" {
