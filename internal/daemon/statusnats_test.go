@@ -58,6 +58,16 @@ func TestClusterStatusOverNATS(t *testing.T) {
 	ds := startDaemons(t, 3, nil)
 	waitRelaying(t, ds)
 
+	// The same figures are in GET /status: the rate over about one
+	// RateInterval, and the latency over it.
+	st := getStatus(t, ds[0])
+	if st.Rate.HopsPerSecond <= 0 || st.Rate.IntervalSeconds < 0.5 || st.Rate.IntervalSeconds > 5 {
+		t.Errorf("/status rate %+v, want hops over about %v", st.Rate, RateInterval)
+	}
+	if st.Latency.Interval == nil || st.Latency.Interval.Seconds <= 0 {
+		t.Errorf("/status latency.interval %+v, want the last interval's", st.Latency.Interval)
+	}
+
 	const pings = 3
 	res, err := clusterstatus.Query(context.Background(), statusClient(t, ds[1]),
 		clusterstatus.Options{Timeout: 5 * time.Second, Pings: pings})
