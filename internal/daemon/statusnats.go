@@ -4,7 +4,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/baton-relay/baton/cluster"
 	"github.com/baton-relay/baton/internal/clusterstatus"
+	"github.com/nats-io/nats.go"
 )
 
 // stopper owns one goroutine: stop asks it to end and waits until it
@@ -50,7 +52,7 @@ func (d *Daemon) startStatus() error {
 		}
 	})
 
-	nc, err := d.node.Server().Connect(d.cfg.NodeName + "-status")
+	nc, err := connectRetry(d.node.Server(), d.cfg.NodeName+"-status")
 	if err != nil {
 		return err
 	}
@@ -69,4 +71,22 @@ func (d *Daemon) stopStatus() {
 		d.statusResp.Close()
 	}
 	d.sampler.stop()
+}
+
+// connectRetry opens an in-process client connection, trying a few
+// times: every route change reloads the server's configuration, which
+// re-checks authorization and drops a client caught in its handshake
+// (see relay.handshake). Once connected, nats.go reconnects by itself.
+func connectRetry(srv *cluster.Server, name string) (*nats.Conn, error) {
+	var err error
+	for attempt := range 5 {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 20 * time.Millisecond)
+		}
+		var nc *nats.Conn
+		if nc, err = srv.Connect(name); err == nil {
+			return nc, nil
+		}
+	}
+	return nil, err
 }
