@@ -40,7 +40,7 @@ func Format(w io.Writer, res *Result, timeout time.Duration) {
 			st.Version,
 		})
 	}
-	for _, name := range res.Missing {
+	for _, name := range append(slices.Clone(res.Missing), departed(res)...) {
 		rows = append(rows, []string{name, stateIn(view, name, "?"), "-", "-", "-", "-", "-", "-"})
 	}
 	writeTable(w, rows)
@@ -93,6 +93,23 @@ func latency(st NodeStatus) (p50, p99 string) {
 
 func uptime(s float64) string {
 	return (time.Duration(s) * time.Second).String()
+}
+
+// departed returns the members some node still lists as suspect, dead
+// or left: they are not expected to answer, but an operator wants to
+// see them.
+func departed(res *Result) []string {
+	var out []string
+	for _, st := range res.Nodes {
+		for _, m := range st.MemberStates {
+			known := slices.ContainsFunc(res.Nodes, func(n NodeStatus) bool { return n.Node == m.Name })
+			if !known && !slices.Contains(res.Missing, m.Name) && !slices.Contains(out, m.Name) {
+				out = append(out, m.Name)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // listers returns the nodes that list name among their alive members.

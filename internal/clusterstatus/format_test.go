@@ -21,7 +21,7 @@ func status(t *testing.T, doc string) NodeStatus {
 // node sees, its rate, the recent latency when there is one (else the
 // one since start), routes and uptime; a silent node gets a row of
 // dashes and a line naming who lists it and the subject it did not
-// answer on. The matrix puts row-to-column round trips in ms and notes
+// answer on; a member known to be dead gets a row with its state. The matrix puts row-to-column round trips in ms and notes
 // every cell it could not fill.
 func TestFormat(t *testing.T) {
 	res := &Result{
@@ -32,7 +32,7 @@ func TestFormat(t *testing.T) {
 				"latency":{"samples":9,"p50_us":70,"p99_us":200,"interval":{"samples":5,"p50_us":77.8,"p99_us":188.4}}}`),
 			status(t, `{"node":"b","members":["a","b","c"],"cluster":"home","version":"v1","uptime_seconds":61,
 				"leader":"a","routes":["a"],"rate":{"hops_per_second":0.4},
-				"member_states":[{"name":"a","state":"alive"},{"name":"b","state":"alive"},{"name":"c","state":"suspect"}],
+				"member_states":[{"name":"a","state":"alive"},{"name":"b","state":"alive"},{"name":"c","state":"suspect"},{"name":"d","state":"dead"}],
 				"latency":{"samples":4,"p50_us":41.25,"p99_us":99.9}}`),
 		},
 		Missing: []string{"c"},
@@ -49,6 +49,7 @@ node    state  hops/s  p50 µs  p99 µs  routes  uptime  version
 a       alive  18,595    77.8   188.4       1  1h2m5s       v1
 b       alive       0    41.2    99.9       1    1m1s       v1
 c     suspect       -       -       -       -       -        -
+d        dead       -       -       -       -       -        -
 c: listed alive by a, b, but no answer on baton.status within 2s
 
 round-trip time in ms, row pings column (median of each pair's pings):
