@@ -58,7 +58,7 @@ type MemberStatus struct {
 	// HopsPerSecond is the member's hop rate over about the last
 	// RateInterval: for this node its own count, for the others the hop
 	// counts in their heartbeats, timed by when they arrived here. Zero
-	// until two heartbeats have come.
+	// until two heartbeats have come, and for members not alive.
 	HopsPerSecond float64 `json:"hops_per_second"`
 }
 
@@ -158,7 +158,11 @@ func (d *Daemon) Status() Status {
 		} else {
 			ago := now.Sub(m.LastSeen).Milliseconds()
 			ms.LastHeartbeatMS = &ago
-			ms.HopsPerSecond, _ = d.rates.memberRate(m.Name)
+			// A member whose heartbeats stopped keeps its last two;
+			// its rate then describes the past, not now.
+			if m.State == cluster.StateAlive {
+				ms.HopsPerSecond, _ = d.rates.memberRate(m.Name)
+			}
 		}
 		st.MemberStates = append(st.MemberStates, ms)
 	}

@@ -212,3 +212,33 @@ func TestRTTRequestsAreBounded(t *testing.T) {
 		t.Errorf("n1 measured a round trip to itself: %+v", r.RTT)
 	}
 }
+
+// A member whose heartbeats stopped reports no rate: its last two
+// heartbeats describe the past. The others' rates go on.
+func TestStatusRateOfADeadMemberIsZero(t *testing.T) {
+	ds := startDaemons(t, 3, nil)
+	waitRelaying(t, ds)
+	ds[2].Close()
+
+	var n3 MemberStatus
+	waitFor(t, 20*time.Second, "n1 to see n3 not alive", func() bool {
+		for _, m := range ds[0].Status().MemberStates {
+			if m.Name == "n3" {
+				n3 = m
+				return m.State != cluster.StateAlive
+			}
+		}
+		return false
+	})
+	if n3.HopsPerSecond != 0 {
+		t.Errorf("n3 is %v with a rate of %v hops/s, want 0", n3.State, n3.HopsPerSecond)
+	}
+	waitFor(t, 20*time.Second, "n1 to report a rate for n2", func() bool {
+		for _, m := range ds[0].Status().MemberStates {
+			if m.Name == "n2" {
+				return m.HopsPerSecond > 0
+			}
+		}
+		return false
+	})
+}
