@@ -6,7 +6,7 @@ BIN     := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/baton-relay/baton/internal/daemon.Version=$(VERSION)
 
-.PHONY: all build demo test deps check unit e2e bench fuzz clean
+.PHONY: all build demo test deps check unit e2e bench fuzz clean natscli
 
 all: build
 
@@ -28,11 +28,21 @@ deps:
 
 # Everything CI runs. The namespace tests need root: without it they say
 # SKIP, and with CI=true a skip is a failure.
-test: deps check unit
+test: deps natscli check unit
 	@if [ "$$(id -u)" -ne 0 ]; then \
 	  echo "*** SKIP: the network-namespace tests (e2e, internal/nstest) need root and did not run. ***"; \
 	  echo "*** Run make test as root to include them; with CI=true they fail instead of skipping. ***"; \
 	fi
+
+# --- the nats CLI, for the tests (TestNATSCLI in internal/daemon) -------------
+# The real nats CLI, installed once into bin/ with go install (about 75 s);
+# skipped when bin/nats is already there. Without it the test says SKIP, and
+# with CI=true fails.
+NATSCLI_VERSION := v0.5.0
+natscli: $(BIN)/nats
+$(BIN)/nats:
+	GOBIN=$(abspath $(BIN)) $(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
+# --- end of the nats CLI block --------------------------------------------------
 
 check:
 	@unformatted=$$(gofmt -l .); \

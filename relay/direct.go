@@ -248,6 +248,12 @@ func (r *Relay) connectPeer(name, url string) (*peerConn, error) {
 	go func() {
 		defer r.wg.Done()
 		defer close(pc.done)
+		// A dial that completes after closeDirect hands its connection to
+		// a results channel nobody reads any more (it is buffered), so
+		// closeDirect never sees it. Cancelling the direct set closes it
+		// here instead; otherwise this reader, and Stop waiting for it,
+		// would last as long as the peer's server.
+		defer context.AfterFunc(r.ds.ctx, pc.close)()
 		conn.Serve(peerHandler{r: r, peer: name})
 		if !pc.closing.Load() {
 			select {

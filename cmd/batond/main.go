@@ -25,6 +25,10 @@ const usage = `usage:
   batond credentials
                     print the cluster's NATS users (derived from BATON_SECRET
                     and BATON_CLUSTER_NAME) and nats CLI context commands
+  batond status [-server nats://HOST:4222] [-timeout 2s] [-pings 5] [-json]
+                    ask the cluster, through any one node, for every node's
+                    state, rate, latency and routes, and measure the
+                    round-trip time between every pair of nodes
   batond version    print the version
 
 See README.md and .env.example for every variable.
@@ -65,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "credentials":
 		return runCredentials(stdout)
+	case "status":
+		return runStatus(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "batond", daemon.Version)
 		return nil

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/baton-relay/baton/cluster"
+	"github.com/baton-relay/baton/internal/clusterstatus"
 	"github.com/baton-relay/baton/relay"
 )
 
@@ -38,6 +39,11 @@ type Daemon struct {
 	http     *http.Server
 	ln       net.Listener
 	serve    chan error // result of http.Serve
+
+	// Rates and cluster status over NATS (batond status).
+	rates      *rateTracker
+	sampler    stopper // owns the goroutine that feeds rates
+	statusResp *clusterstatus.Responder
 }
 
 // Start validates cfg, then starts every part. On error, whatever was
@@ -103,6 +109,10 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	// Only now do heartbeats say this node takes batons.
 	d.relayPtr.Store(d.relay)
 	d.node.HeartbeatSoon()
+
+	if err := d.startStatus(); err != nil {
+		return nil, err
+	}
 
 	if d.ln != nil {
 		d.http = &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 5 * time.Second}
@@ -314,6 +324,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("stop http: %w", err))
 		}
 	}
+	d.stopStatus()
 	d.node.Close()
 	d.log.Info("stopped", "hops", d.relay.Hops())
 	return errors.Join(errs...)
@@ -324,6 +335,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 // break rather than a server that takes batons with no relay behind it.
 // Safe to call on a partly started daemon.
 func (d *Daemon) Close() {
+	d.stopStatus()
 	if d.node != nil {
 		d.node.Close()
 	}

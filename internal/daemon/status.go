@@ -34,6 +34,16 @@ type Status struct {
 	Latency       LatencyStatus          `json:"latency"`
 	Discovery     cluster.DiscoveryStats `json:"discovery"`
 	BadHeartbeats uint64                 `json:"bad_heartbeats"`
+
+	// Rate is this node's hop rate over the last RateInterval.
+	Rate RateStatus `json:"rate"`
+}
+
+// RateStatus is a hop rate and the span it was measured over (about
+// RateInterval; zero until the node has run for one interval).
+type RateStatus struct {
+	HopsPerSecond   float64 `json:"hops_per_second"`
+	IntervalSeconds float64 `json:"interval_seconds"`
 }
 
 // MemberStatus is one row of the membership table as this node sees it.
@@ -45,6 +55,11 @@ type MemberStatus struct {
 	// for this node itself.
 	LastHeartbeatMS *int64 `json:"last_heartbeat_ms,omitempty"`
 	Hops            uint64 `json:"hops"`
+	// HopsPerSecond is the member's hop rate over about the last
+	// RateInterval: for this node its own count, for the others the hop
+	// counts in their heartbeats, timed by when they arrived here. Zero
+	// until two heartbeats have come, and for members not alive.
+	HopsPerSecond float64 `json:"hops_per_second"`
 }
 
 // LatencyStatus gives the per-hop latency this node measured since start:
@@ -57,6 +72,17 @@ type LatencyStatus struct {
 	// Histogram is the raw count per bucket (see internal/hist), for
 	// tools that want percentiles over an interval: take two and subtract.
 	Histogram map[int]uint64 `json:"histogram"`
+	// Interval is the same over the last RateInterval only; absent until
+	// the node has run for one interval.
+	Interval *LatencyWindow `json:"interval,omitempty"`
+}
+
+// LatencyWindow gives the per-hop latency measured over a recent span.
+type LatencyWindow struct {
+	Seconds float64 `json:"seconds"`
+	Samples uint64  `json:"samples"`
+	P50us   float64 `json:"p50_us"`
+	P99us   float64 `json:"p99_us"`
 }
 
 // BatonStatus describes this node's part in the relay.
@@ -123,17 +149,37 @@ func (d *Daemon) Status() Status {
 	if n, ok := d.relay.Moving(); ok {
 		st.Batons.Moving = &n
 	}
+	d.addRates(&st)
 	for _, m := range v.Members {
 		ms := MemberStatus{Name: m.Name, State: m.State, Hops: m.Hops}
 		if m.Name == d.cfg.NodeName {
 			ms.Hops = st.Hops
+			ms.HopsPerSecond = st.Rate.HopsPerSecond
 		} else {
 			ago := now.Sub(m.LastSeen).Milliseconds()
 			ms.LastHeartbeatMS = &ago
+			// A member whose heartbeats stopped keeps its last two;
+			// its rate then describes the past, not now.
+			if m.State == cluster.StateAlive {
+				ms.HopsPerSecond, _ = d.rates.memberRate(m.Name)
+			}
 		}
 		st.MemberStates = append(st.MemberStates, ms)
 	}
 	return st
+}
+
+// addRates fills in the figures over the last interval.
+func (d *Daemon) addRates(st *Status) {
+	if r, span, ok := d.rates.selfRate(); ok {
+		st.Rate = RateStatus{HopsPerSecond: r, IntervalSeconds: span.Seconds()}
+	}
+	if h, span, ok := d.rates.recentLatency(); ok {
+		l := latencyStatus(h)
+		st.Latency.Interval = &LatencyWindow{
+			Seconds: span.Seconds(), Samples: l.Samples, P50us: l.P50us, P99us: l.P99us,
+		}
+	}
 }
 
 func latencyStatus(h hist.Snapshot) LatencyStatus {
