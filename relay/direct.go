@@ -7,7 +7,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -82,7 +81,6 @@ type directSet struct {
 	results  chan dialResult
 	cancel   context.CancelFunc
 	ctx      context.Context
-	dials    sync.WaitGroup // dialPeer goroutines, so closeDirect can wait for them
 
 	// failed receives the name of a peer whose connection broke. A
 	// crashed process's sockets are reset by its kernel at once, so this
@@ -179,7 +177,6 @@ func (r *Relay) syncDirect(v *cluster.View, now time.Time) {
 		}
 		ds.dialing[name], ds.lastDial[name] = true, now
 		r.wg.Add(1)
-		ds.dials.Add(1)
 		go r.dialPeer(name, url)
 	}
 	if changed {
@@ -215,7 +212,6 @@ func (r *Relay) publishDirect() {
 // dialPeer connects to a peer's server and starts the connection's reader.
 func (r *Relay) dialPeer(name, url string) {
 	defer r.wg.Done()
-	defer r.ds.dials.Done()
 
 	pc, err := r.connectPeer(name, url)
 	select {
@@ -265,25 +261,9 @@ func (r *Relay) connectPeer(name, url string) (*peerConn, error) {
 	return pc, nil
 }
 
-// closeDirect closes every direct connection and stops pending dials. A
-// dial that finished just before the cancel may have left its connection
-// in results, which the control goroutine, gone by now, will never take:
-// once every dialer has returned, those are closed too, or their readers
-// would keep Stop waiting for ever.
+// closeDirect closes every direct connection and stops pending dials.
 func (r *Relay) closeDirect() {
 	r.ds.cancel()
-	r.ds.dials.Wait() // each returns within directTimeout
-	for {
-		select {
-		case res := <-r.ds.results:
-			if res.pc != nil {
-				res.pc.close()
-			}
-			continue
-		default:
-		}
-		break
-	}
 	for _, pc := range r.ds.conns {
 		pc.close()
 	}
