@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/baton-relay/baton/relay"
 )
 
 // natsCLIVersion is the nats CLI the tests run, installed into the
@@ -65,13 +68,13 @@ func (c natsCLI) run(args ...string) string {
 	cmd := c.cmd(ctx, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		c.t.Fatalf("nats %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+		c.t.Fatalf("nats %s: %v\nstdout:\n%s\nstderr:\n%s", shortArgs(args), err, stdout.String(), stderr.String())
 	}
 	shown := stdout.String()
 	if len(shown) > 4000 {
 		shown = shown[:4000] + "\n[...]"
 	}
-	c.t.Logf("nats %s:\n%s", strings.Join(args, " "), shown)
+	c.t.Logf("nats %s:\n%s", shortArgs(args), shown)
 	return stdout.String()
 }
 
@@ -91,6 +94,7 @@ func TestNATSCLI(t *testing.T) {
 	cli.run("context", "add", "baton-sys", "--server", url, "--user", creds.SysUser, "--password", creds.SysPassword)
 
 	t.Run("sub", func(t *testing.T) { checkSub(t, cli) })
+	t.Run("pub", func(t *testing.T) { checkHostilePub(t, natsCLI{t: t, path: cli.path, dir: cli.dir}, ds) })
 
 	var list []struct {
 		Server struct {
@@ -181,6 +185,18 @@ func checkSub(t *testing.T, cli natsCLI) {
 	}
 }
 
+// shortArgs joins args for a log line, cutting long ones.
+func shortArgs(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if len(a) > 80 {
+			a = fmt.Sprintf("%s...(%d bytes)", a[:20], len(a))
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
+}
+
 func nonEmpty(lines []string) []string {
 	var out []string
 	for _, l := range lines {
@@ -189,4 +205,46 @@ func nonEmpty(lines []string) []string {
 		}
 	}
 	return out
+}
+
+// checkHostilePub publishes, with `nats pub` and the client user, what an
+// operator might throw at a relay: garbage, an empty message, a huge one,
+// and hand-made batons behind the real one or with an epoch nobody
+// announced. Each is counted where it lands and dropped; the real baton
+// goes on, its counter never set back. And publishing an epoch
+// announcement is refused by the server.
+func checkHostilePub(t *testing.T, cli natsCLI, ds []*Daemon) {
+	n2 := ds[1].Relay()
+	waitFor(t, 10*time.Second, "n2 to have seen baton 0 past counter 10", func() bool { return n2.Position(0).Counter() > 10 })
+	epoch := n2.Position(0).Epoch()
+	bad, dups, unann := n2.Bad(), n2.Duplicates(), n2.Unannounced()
+
+	subject := relay.Subject("n2")
+	cli.run("pub", subject, "hello, relay")                                // no Baton header
+	cli.run("pub", subject, "")                                            // empty
+	huge := cli.cmd(context.Background(), "pub", subject, "--force-stdin") // larger than any baton; too big for an argument
+	huge.Stdin = strings.NewReader(strings.Repeat("9", 200<<10))
+	if out, err := huge.CombinedOutput(); err != nil {
+		t.Fatalf("nats pub of 200 KiB from stdin: %v: %s", err, out)
+	}
+	cli.run("pub", subject, "-H", fmt.Sprintf("Baton: 0.%d", epoch), "1")   // behind the real baton 0
+	cli.run("pub", subject, "-H", fmt.Sprintf("Baton: 0.%d", epoch+7), "5") // an epoch never announced
+	waitFor(t, 5*time.Second, "n2 to count the hand-made messages", func() bool {
+		return n2.Bad() == bad+3 && n2.Duplicates() == dups+1 && n2.Unannounced() == unann+1
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := cli.cmd(ctx, "pub", relay.ControlSubject, "0:99:1").CombinedOutput()
+	if err == nil && !strings.Contains(string(out), "Permissions Violation") {
+		t.Errorf("nats pub on %s by the client user was accepted: %s", relay.ControlSubject, out)
+	}
+	t.Logf("nats pub %s (refused): %s", relay.ControlSubject, bytes.TrimSpace(out))
+
+	for _, d := range ds {
+		if p := d.Relay().Position(0); p.Epoch() != epoch {
+			t.Errorf("%s has baton 0 at %v: a hand-made baton changed its epoch from %d", d.cfg.NodeName, p, epoch)
+		}
+	}
+	waitFor(t, 5*time.Second, "the baton still moving", func() bool { return allMoving(ds, 1) })
 }
