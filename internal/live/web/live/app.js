@@ -93,7 +93,8 @@ function renderChart(h) {
   svg.dataset.now = now;
 
   drawAxes(svg, t0, now, span, top, x, y);
-  for (const e of h.events) if (e.t >= t0) drawEvent(svg, e, x);
+  const rows = [-Infinity, -Infinity, -Infinity, -Infinity]; // label rows: where each ends
+  for (const e of h.events) if (e.t >= t0) drawEvent(svg, e, x, rows);
   for (const s of h.series) drawSeries(svg, s, t0, x, y);
   if (!h.series.some(s => s.points.length))
     add(svg, "text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty" },
@@ -134,14 +135,26 @@ function drawSeries(svg, s, t0, x, y) {
 
 // drawEvent marks a loss (red) or a change of leader (blue, dashed).
 // Member state changes are listed under Events, not drawn: a flapping
-// member would bury the chart.
-function drawEvent(svg, e, x) {
+// member would bury the chart. Labels go in the first of a few rows
+// with room for them; a marker with no room gets only its line (and a
+// tooltip), so close events never print over each other.
+function drawEvent(svg, e, x, rows) {
   if (e.kind !== "loss" && e.kind !== "leader") return;
   const g = add(svg, "g", { class: `event ${e.kind}` });
-  add(g, "line", { x1: x(e.t), x2: x(e.t), y1: PAD.top, y2: H - PAD.bottom });
+  const at = x(e.t);
+  add(g, "line", { x1: at, x2: at, y1: PAD.top, y2: H - PAD.bottom });
   const label = e.kind === "loss" ? lossText(e, true) : `leader ${e.node}`;
-  add(g, "text", { x: x(e.t) + 4, y: PAD.top + 10 + (e.kind === "leader" ? 14 : 0) }, label);
   add(g, "title", {}, `${clock(new Date(e.t))} ${e.kind === "loss" ? lossText(e, false) : label}`);
+
+  // Near the right edge the label goes to the left of its line.
+  const width = 7 * label.length + 8;
+  const left = at + width > W - PAD.right;
+  const start = left ? at - width : at;
+  const row = rows.findIndex(end => start > end + 4);
+  if (row < 0) return;
+  add(g, "text", { x: left ? at - 4 : at + 4, y: PAD.top + 10 + 14 * row,
+                   "text-anchor": left ? "end" : "start" }, label);
+  rows[row] = left ? at : at + width;
 }
 
 function renderLegend(h) {
@@ -168,7 +181,9 @@ function renderMembers(st, rates) {
     name.append(m.name);
     if (m.name === st.leader) name.append(el("span", "tag", "leader"));
     if (m.name === st.node) name.append(el("span", "tag", "this node"));
-    const rate = rates.get(m.name);
+    // A member that is not alive relays nothing now, whatever its last
+    // heartbeat said.
+    const rate = m.state === "alive" ? rates.get(m.name) : null;
     const beat = m.last_heartbeat_ms === undefined ? "" : `${m.last_heartbeat_ms} ms ago`;
     tr.append(name,
       el("td", `state state-${m.state}`, m.state),
@@ -225,7 +240,7 @@ function lossText(e, brief) {
   if (e.lost) return brief ? `${e.lost} lost` :
     `${e.lost} baton(s) lost, ${e.reinjected || 0} re-injected by this node`;
   if (e.reinjected) return `${e.reinjected} re-injected`;
-  return brief ? `${e.seen} re-injected` : `${e.seen} baton(s) re-injected by the leader`;
+  return brief ? `${e.seen} re-injected` : `${e.seen} baton(s) re-injected (a new epoch was announced)`;
 }
 
 // ---- helpers ---------------------------------------------------------
