@@ -2,7 +2,10 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,12 +76,16 @@ func TestLivePageInBrowser(t *testing.T) {
 	waitFor(t, 10*time.Second, "all batons moving", func() bool { return allMoving(ds, batons) })
 
 	ctx := newBrowser(t, browser)
-	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+ds[0].HTTPAddr()+"/")); err != nil {
+	nav, cancel := bounded(ctx)
+	defer cancel()
+	if err := chromedp.Do(nav, chromedp.Navigate("http://"+ds[0].HTTPAddr()+"/")); err != nil {
 		t.Fatalf("open the page: %v", err)
 	}
 	read := func() pageState {
 		t.Helper()
-		st, err := chromedp.Run(ctx, chromedp.Evaluate[pageState](readPage))
+		c, cancel := bounded(ctx)
+		defer cancel()
+		st, err := chromedp.Run(c, chromedp.Evaluate[pageState](readPage))
 		if err != nil {
 			t.Fatalf("read the page: %v", err)
 		}
@@ -105,7 +112,7 @@ func TestLivePageInBrowser(t *testing.T) {
 		}
 		return len(st.Series) == len(nodes)
 	})
-	waitPage(5*time.Second, "three alive members and leader n1", func(st pageState) bool {
+	waitPage(10*time.Second, "three alive members and leader n1", func(st pageState) bool {
 		return slices.Equal(st.Members, [][2]string{{"n1", "alive"}, {"n2", "alive"}, {"n3", "alive"}}) &&
 			strings.Contains(st.Summary, "leader n1") && st.Error == ""
 	})
@@ -151,6 +158,53 @@ func TestLivePageInBrowser(t *testing.T) {
 		return true
 	})
 	saveScreenshot(t, ctx, "live-page-after-crash.png")
+}
+
+// Without a browser: "/" serves the page, and GET /history has a rising
+// line for every member of a relaying cluster.
+func TestHistoryEndpoint(t *testing.T) {
+	ds := startDaemons(t, 3, nil)
+	base := "http://" + ds[0].HTTPAddr()
+
+	resp, err := http.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
+		!strings.Contains(string(body), `<script src="live/app.js">`) {
+		t.Fatalf("GET /: %s %q, body %.200s", resp.Status, resp.Header.Get("Content-Type"), body)
+	}
+
+	rising := func() bool {
+		resp, err := http.Get(base + "/history")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var raw struct {
+			Node   string `json:"node"`
+			Series []struct {
+				Node   string        `json:"node"`
+				Points [][2]*float64 `json:"points"`
+			} `json:"series"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
+			t.Fatalf("decode /history: %v", err)
+		}
+		var names []string
+		for _, s := range raw.Series {
+			names = append(names, s.Node)
+			last := s.Points[max(len(s.Points)-1, 0):]
+			if len(s.Points) < 2 || last[0][1] == nil || *last[0][1] <= 0 {
+				return false
+			}
+		}
+		slices.Sort(names)
+		return raw.Node == "n1" && slices.Equal(names, []string{"n1", "n2", "n3"})
+	}
+	waitFor(t, 15*time.Second, "a rising line for n1, n2 and n3 in n1's /history", rising)
 }
 
 // loseBaton makes the cluster lose baton 0, the way
@@ -219,14 +273,28 @@ func newBrowser(t *testing.T, path string) context.Context {
 		cancelTab()
 		cancelAlloc() // waits for the browser process to exit
 	})
+	// The first run starts the browser, which lives as long as the
+	// context of that run: so no timeout here, and one on every call
+	// after (see bounded).
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
 	return ctx
+}
+
+// bounded limits one browser call, so a browser that stops answering
+// fails the test instead of hanging it.
+func bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, 30*time.Second)
 }
 
 // saveScreenshot writes the whole page as a PNG under artifacts/live-page/
 // at the top of the repository (not committed; see .gitignore).
 func saveScreenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	c, cancel := bounded(ctx)
+	defer cancel()
+	png, err := chromedp.Run(c, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}

@@ -61,7 +61,7 @@ function lastRates(history) {
 }
 
 function renderSummary(st) {
-  const alive = st.members.length;
+  const alive = (st.members || []).length;
   document.getElementById("summary").textContent =
     `cluster ${st.cluster} · seen from ${st.node} · leader ${st.leader || "none"} · ` +
     `${alive} alive · up ${duration(st.uptime_seconds)} · ${st.version}`;
