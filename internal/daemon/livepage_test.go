@@ -212,8 +212,9 @@ func TestHistoryEndpoint(t *testing.T) {
 // inject it again.
 func loseBaton(t *testing.T, ds []*Daemon) {
 	t.Helper()
+	// Epochs are the nodes' to announce: the client user may not.
 	nc, err := nats.Connect(ds[1].Node().Server().ClientURL(),
-		nats.UserInfo(cluster.ClientUser, cluster.DerivePassword("test-secret", "dtest", "client")))
+		nats.UserInfo(cluster.NodeUser, cluster.DerivePassword("test-secret", "dtest", "node")))
 	if err != nil {
 		t.Fatal(err)
 	}
