@@ -21,8 +21,8 @@ demo: build
 	$(BIN)/batond demo -duration 20s
 
 # Installs what the tests need from Debian when run as root (iproute2 and
-# nftables for the network-namespace tests); as another user it only
-# reports.
+# nftables for the network-namespace tests, chromium for the live page's
+# browser test); as another user it only reports.
 deps:
 	scripts/install-deps.sh
 

@@ -11,13 +11,17 @@ need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables) # fault injection in namespaces
 
+# The live page's browser test (internal/daemon/livepage_test.go) drives
+# Debian's headless chromium.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps: missing ${need[*]}; not root, so not installing." >&2
-  echo "install-deps: the network-namespace tests will SKIP." >&2
+  echo "install-deps: the tests that need them (namespaces, browser) will SKIP." >&2
   exit 0
 fi
 

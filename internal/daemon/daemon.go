@@ -13,6 +13,7 @@ import (
 
 	"github.com/baton-relay/baton/cluster"
 	"github.com/baton-relay/baton/internal/clusterstatus"
+	"github.com/baton-relay/baton/internal/live"
 	"github.com/baton-relay/baton/relay"
 )
 
@@ -44,6 +45,8 @@ type Daemon struct {
 	rates      *rateTracker
 	sampler    stopper // owns the goroutine that feeds rates
 	statusResp *clusterstatus.Responder
+
+	history *live.Recorder // behind GET /history; nil without HTTP
 }
 
 // Start validates cfg, then starts every part. On error, whatever was
@@ -115,10 +118,12 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	}
 
 	if d.ln != nil {
+		d.startHistory()
 		d.http = &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 5 * time.Second}
 		d.serve = make(chan error, 1)
 		go func() { d.serve <- d.http.Serve(d.ln) }()
 		log.Info("status endpoint", "url", "http://"+d.ln.Addr().String()+"/status")
+		log.Info("live page", "url", "http://"+d.ln.Addr().String()+"/")
 	}
 	log.Info("node started",
 		"route_url", d.node.Server().RouteURL(),
@@ -325,6 +330,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		}
 	}
 	d.stopStatus()
+	d.stopHistory()
 	d.node.Close()
 	d.log.Info("stopped", "hops", d.relay.Hops())
 	return errors.Join(errs...)
@@ -349,6 +355,7 @@ func (d *Daemon) Close() {
 	} else if d.ln != nil {
 		d.ln.Close()
 	}
+	d.stopHistory()
 }
 
 // Run starts a daemon and stops it cleanly when ctx is done. If the

@@ -74,6 +74,9 @@ func RunDemo(ctx context.Context, opts DemoOptions) (*DemoReport, error) {
 	for _, d := range nodes {
 		fmt.Fprintf(opts.Out, "  %s  status http://%s/status  nats %s\n", d.cfg.NodeName, d.HTTPAddr(), d.node.Server().ClientURL())
 	}
+	if len(nodes) > 0 && nodes[0].HTTPAddr() != "" {
+		fmt.Fprintf(opts.Out, "  live page: http://%s/ (any node's status address shows it)\n", nodes[0].HTTPAddr())
+	}
 	creds := ClientCredentials(base)
 	fmt.Fprintf(opts.Out, "  nats CLI: --user %s --password %s   (system: --user %s --password %s)\n",
 		creds.User, creds.Password, creds.SysUser, creds.SysPassword)

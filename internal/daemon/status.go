@@ -203,6 +203,7 @@ func (d *Daemon) Handler() http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(d.Status())
 	})
+	d.mountLive(mux)
 	if d.cfg.PProf {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
