@@ -40,10 +40,10 @@ type Daemon struct {
 	relayPtr atomic.Pointer[relay.Relay]
 	// metrics reports per BATON_METRICS_INTERVAL; started after the
 	// relay, stopped before it.
-	metrics  *metrics.Loop
-	http     *http.Server
-	ln       net.Listener
-	serve    chan error // result of http.Serve
+	metrics *metrics.Loop
+	http    *http.Server
+	ln      net.Listener
+	serve   chan error // result of http.Serve
 
 	// Rates and cluster status over NATS (batond status).
 	rates      *rateTracker

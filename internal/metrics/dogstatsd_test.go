@@ -3,9 +3,9 @@ package metrics
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -246,4 +246,3 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
-
