@@ -39,7 +39,8 @@ type Daemon struct {
 	// starts before the relay exists.
 	relayPtr atomic.Pointer[relay.Relay]
 	// metrics reports per BATON_METRICS_INTERVAL; started after the
-	// relay, stopped before it.
+	// relay, stopped after it by Shutdown (to count every hop) and
+	// before everything by Close.
 	metrics *metrics.Loop
 	http    *http.Server
 	ln      net.Listener

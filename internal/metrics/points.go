@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"maps"
+	"math"
 	"slices"
 	"time"
 )
@@ -64,7 +65,9 @@ func Points(r Report) []Point {
 	ps := []Point{
 		{Name: NameCounter, Kind: Gauge, Value: float64(r.Counter)},
 		{Name: NameHops, Kind: Count, Value: float64(r.HopsDelta)},
-		{Name: NameHopRate, Kind: Gauge, Value: r.HopRate},
+		// Hundredths of a hop per second are plenty, and keep the
+		// line short.
+		{Name: NameHopRate, Kind: Gauge, Value: math.Round(r.HopRate*100) / 100},
 	}
 	for _, s := range States {
 		ps = append(ps, Point{Name: NameMembers, Kind: Gauge, Value: float64(r.Members[s]), Tags: []string{"state:" + s.String()}})
