@@ -512,3 +512,19 @@ func checkJSONLog(t *testing.T, log string) {
 		t.Errorf("%d summary lines in the JSON log, want 5 or more", summaries)
 	}
 }
+
+// BATON_METRICS_INTERVAL defaults to 10s, and a value out of range is an
+// error naming it, so that a typo cannot make reporting a busy loop.
+func TestMetricsIntervalSetting(t *testing.T) {
+	setEnv(t, map[string]string{"BATON_SECRET": "x", "BATON_NODE_NAME": "pi-01", "BATON_METRICS_INTERVAL": ""})
+	c, err := LoadConfig()
+	if err != nil || c.MetricsInterval != 10*time.Second {
+		t.Errorf("default BATON_METRICS_INTERVAL: %v, %v; want 10s", c.MetricsInterval, err)
+	}
+	for _, bad := range []string{"1ms", "2h", "often", "-1s"} {
+		setEnv(t, map[string]string{"BATON_SECRET": "x", "BATON_NODE_NAME": "pi-01", "BATON_METRICS_INTERVAL": bad})
+		if _, err := LoadConfig(); err == nil || !strings.Contains(err.Error(), "BATON_METRICS_INTERVAL") {
+			t.Errorf("BATON_METRICS_INTERVAL=%s: %v, want an error naming it", bad, err)
+		}
+	}
+}
