@@ -551,16 +551,18 @@ func renderMetricsCost(sb *strings.Builder, cfg benchConfig, res map[key][]run) 
 		sysMetrics, sysBaton, metricsInterval)
 	for _, n := range cfg.batons {
 		on, off := res[key{n, sysMetrics}], res[key{n, sysBaton}]
-		var perRound []float64
+		var perRound, cpu []float64
 		var lines uint64
 		for i := range min(len(on), len(off)) {
 			perRound = append(perRound, Ratio(on[i].rate, off[i].rate))
+			cpu = append(cpu, Ratio(float64(on[i].cpuPerHop), float64(off[i].cpuPerHop)))
 			lines += on[i].statsdLines
 		}
-		rounds := SpreadOf(perRound)
-		fmt.Fprintf(sb, "  %-5d batons: ratio of medians %.3f; per round median %.3f [%.3f-%.3f]; %d DogStatsD lines received\n",
+		rounds, cpuRounds := SpreadOf(perRound), SpreadOf(cpu)
+		fmt.Fprintf(sb, "  %-5d batons: hop rate: ratio of medians %.3f, per round median %.3f [%.3f-%.3f]; "+
+			"CPU per hop: per round median %.3f [%.3f-%.3f]; %d DogStatsD lines received\n",
 			n, Ratio(summarise(on).rate.Median, summarise(off).rate.Median),
-			rounds.Median, rounds.Min, rounds.Max, lines)
+			rounds.Median, rounds.Min, rounds.Max, cpuRounds.Median, cpuRounds.Min, cpuRounds.Max, lines)
 	}
 }
 
