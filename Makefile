@@ -66,7 +66,7 @@ e2e:
 BENCH_GOMAXPROCS ?= 1
 bench:
 	GOMAXPROCS=$(BENCH_GOMAXPROCS) $(GO) test -run '^$$' -bench BenchmarkCluster -benchtime 1x -timeout 30m ./internal/bench
-	$(GO) test -run '^$$' -bench . -benchmem ./relay ./internal/natsproto ./internal/hist
+	$(GO) test -run '^$$' -bench . -benchmem ./relay ./internal/natsproto ./internal/hist ./internal/metrics
 
 # A longer run of the discovery decoder fuzzer than `make test` does.
 fuzz:

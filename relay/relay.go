@@ -286,6 +286,18 @@ func (r *Relay) Moving() (int, bool) {
 // Position returns the highest position of baton id known here.
 func (r *Relay) Position(id uint32) Position { return r.table.Get(id) }
 
+// HighestCounter returns the highest counter of any baton known here:
+// with one baton, the figure the original relay sent to Datadog on every
+// hop. It reads every baton's slot, so it is for once an interval, not
+// for the hot path.
+func (r *Relay) HighestCounter() uint64 {
+	var highest uint64
+	for id := range r.table.Len() {
+		highest = max(highest, r.table.Get(uint32(id)).Counter())
+	}
+	return highest
+}
+
 // Latency returns the per-hop latencies measured so far.
 func (r *Relay) Latency() hist.Snapshot { return r.latency.Snapshot() }
 

@@ -45,7 +45,8 @@ func startCluster(t *testing.T, n int, secret string) []*daemon.Daemon {
 			SuspectAfter: 300 * time.Millisecond, DeadAfter: 600 * time.Millisecond,
 			RoutePing: 500 * time.Millisecond, RouteGrace: 5 * time.Second,
 			LeaveGrace: 200 * time.Millisecond, LossTimeout: time.Second,
-			LogFormat: "text", LogLevel: "info",
+			MetricsInterval: time.Second,
+			LogFormat:       "text", LogLevel: "info",
 		}
 		log := slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", cfg.NodeName)
 		d, err := daemon.Start(cfg, log)

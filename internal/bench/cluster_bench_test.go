@@ -26,6 +26,12 @@ import (
 // medians with every baton figure as a ratio to the ring's, and writes it
 // to a file. Run it once (-benchtime 1x); b.N is not used.
 //
+// batond runs twice per round: "baton" with DogStatsD off (no DD_*
+// variables), and "baton+metrics" with DogStatsD on, sending every
+// metricsInterval to a sink that counts the lines (in the first node's
+// namespace, or on loopback). The two alternate in order from round to
+// round, and the table ends with the hop rate of one over the other.
+//
 // Settings, all optional: BENCH_BATONS (default "1,64,1024"), BENCH_ROUNDS
 // (3), BENCH_WARMUP (2s), BENCH_WINDOW (5s), BENCH_OUT (a file; default
 // artifacts/bench/<time>.txt), BENCH_NETNS (auto: namespaces when root,
@@ -42,21 +48,31 @@ func BenchmarkCluster(b *testing.B) {
 	if err := os.MkdirAll(hosts.logs, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("topology: %s; rounds %d, warm-up %v, window %v, GOMAXPROCS=%q",
-		hosts.describe, cfg.rounds, cfg.warmup, cfg.window, os.Getenv("GOMAXPROCS"))
+	sink := hosts.statsdSink(b)
+	defer sink.Close()
+	b.Logf("topology: %s; rounds %d, warm-up %v, window %v, GOMAXPROCS=%q; DogStatsD sink %s",
+		hosts.describe, cfg.rounds, cfg.warmup, cfg.window, os.Getenv("GOMAXPROCS"), sink.Addr())
 
 	results := map[key][]run{}
 	for round := 1; round <= cfg.rounds; round++ {
 		for _, n := range cfg.batons {
-			for _, sys := range []string{"tcp", "baton"} {
+			for _, sys := range roundSystems(round) {
+				lines := sink.Lines()
 				var r run
-				if sys == "tcp" {
+				switch sys {
+				case sysTCP:
 					r = hosts.measure(b, cfg, ringProcs(hosts, self, n))
-				} else {
+				case sysBaton:
 					r = hosts.measure(b, cfg, batondProcs(hosts, batond, n))
+				case sysMetrics:
+					r = hosts.measure(b, cfg, batondProcs(hosts, batond, n, metricsEnv(sink)...))
 				}
-				b.Logf("round %d, %d batons, %-5s: %s hops/s, p50 %.1fµs, p99 %.1fµs, %.2fµs CPU/hop, peak RSS %.1f MB",
-					round, n, sys, Group(r.rate), us(r.p50), us(r.p99), us(r.cpuPerHop), mb(r.rss))
+				r.statsdLines = sink.Lines() - lines
+				if sys == sysMetrics && r.statsdLines == 0 {
+					b.Errorf("round %d, %d batons: metrics on, yet the sink at %s received nothing", round, n, sink.Addr())
+				}
+				b.Logf("round %d, %d batons, %-13s: %s hops/s, p50 %.1fµs, p99 %.1fµs, %.2fµs CPU/hop, peak RSS %.1f MB, %d DogStatsD lines",
+					round, n, sys, Group(r.rate), us(r.p50), us(r.p99), us(r.cpuPerHop), mb(r.rss), r.statsdLines)
 				results[key{n, sys}] = append(results[key{n, sys}], r)
 			}
 		}
@@ -70,6 +86,62 @@ func BenchmarkCluster(b *testing.B) {
 			fmt.Println("written to", cfg.out)
 		}
 	}
+}
+
+// The systems a round measures.
+const (
+	sysTCP     = "tcp"
+	sysBaton   = "baton"
+	sysMetrics = "baton+metrics"
+)
+
+var systems = []string{sysTCP, sysBaton, sysMetrics}
+
+// roundSystems is the order of one round: the two batond systems swap
+// places every round, so that neither always runs on a machine that the
+// other has just warmed (or loaded).
+func roundSystems(round int) []string {
+	if round%2 == 0 {
+		return []string{sysTCP, sysMetrics, sysBaton}
+	}
+	return []string{sysTCP, sysBaton, sysMetrics}
+}
+
+// metricsInterval is BATON_METRICS_INTERVAL in the metrics runs: ten
+// times as often as the default, so that a window sees several sends.
+const metricsInterval = "1s"
+
+// metricsEnv turns DogStatsD on, towards sink, with the library's own
+// variables; the address is an IP literal, so nothing is resolved.
+func metricsEnv(sink *StatsdSink) []string {
+	return []string{
+		"DD_AGENT_HOST=" + sink.Addr().IP.String(),
+		"DD_DOGSTATSD_PORT=" + strconv.Itoa(sink.Addr().Port),
+		"BATON_METRICS_INTERVAL=" + metricsInterval,
+	}
+}
+
+// statsdSink opens the DogStatsD sink where every node can reach it: in
+// the first node's namespace at its address, or on loopback.
+func (h *hosts) statsdSink(b *testing.B) *StatsdSink {
+	n := h.nodes[0]
+	addr := n.at(5)
+	var conn net.PacketConn
+	listen := func() error {
+		var err error
+		conn, err = net.ListenPacket("udp4", addr)
+		return err
+	}
+	var err error
+	if n.ns != nil {
+		err = n.ns.Do(listen)
+	} else {
+		err = listen()
+	}
+	if err != nil {
+		b.Fatalf("DogStatsD sink on %s: %v", addr, err)
+	}
+	return NewStatsdSink(conn)
 }
 
 type benchConfig struct {
@@ -251,14 +323,16 @@ func ringProcs(h *hosts, self string, batons int) []procSpec {
 	return ps
 }
 
-func batondProcs(h *hosts, bin string, batons int) []procSpec {
+// batondProcs describes four batond processes; extra is added to each
+// one's environment.
+func batondProcs(h *hosts, bin string, batons int, extra ...string) []procSpec {
 	cluster := "bench" + nstest.Suffix()
 	port := strconv.Itoa(h.nodes[0].base + 9)
 	var ps []procSpec
 	for i, n := range h.nodes {
 		ps = append(ps, procSpec{
 			node: n, bin: bin,
-			env: append(baseEnv(),
+			env: append(append(baseEnv(),
 				fmt.Sprintf("BATON_NODE_NAME=n%d", i+1),
 				"BATON_CLUSTER_NAME="+cluster,
 				"BATON_SECRET=bench-"+cluster,
@@ -270,7 +344,7 @@ func batondProcs(h *hosts, bin string, batons int) []procSpec {
 				"BATON_ADVERTISE="+n.addr,
 				"BATON_BATONS="+strconv.Itoa(batons),
 				"BATON_MIN_NODES=4",
-				"BATON_LOG_LEVEL=warn"),
+				"BATON_LOG_LEVEL=warn"), extra...),
 			status: "http://" + n.at(2) + "/status",
 			ready: func(st status) bool {
 				return len(st.Members) == 4 && (batons == 0 || st.Hops > 0)
@@ -287,6 +361,8 @@ type run struct {
 	cpuPerHop time.Duration // CPU of all processes divided by hops
 	cpuShare  float64       // CPU of one node as a share of one core (idle runs)
 	rss       uint64        // peak RSS of the largest process
+	// statsdLines is what the DogStatsD sink received during the run.
+	statsdLines uint64
 }
 
 type started struct {
@@ -447,14 +523,14 @@ func renderTable(cfg benchConfig, topo string, res map[key][]run, idle run) stri
 	fmt.Fprintf(&sb, "topology: %s; %d rounds, warm-up %v, window %v; GOMAXPROCS=%q\n",
 		topo, cfg.rounds, cfg.warmup, cfg.window, os.Getenv("GOMAXPROCS"))
 	fmt.Fprintf(&sb, "floor: raw TCP ring of 4 processes, one write per hop, 8-byte word; medians of rounds\n\n")
-	fmt.Fprintf(&sb, "%-7s %-6s %28s %6s %8s %8s %10s %6s %9s\n",
+	fmt.Fprintf(&sb, "%-7s %-13s %28s %6s %8s %8s %10s %6s %9s\n",
 		"batons", "system", "hops/s median [min-max]", "ratio", "p50 µs", "p99 µs", "CPU µs/hop", "ratio", "RSS MB")
 
 	for _, n := range cfg.batons {
 		floor := summarise(res[key{n, "tcp"}])
-		for _, sys := range []string{"tcp", "baton"} {
+		for _, sys := range systems {
 			s := summarise(res[key{n, sys}])
-			fmt.Fprintf(&sb, "%-7d %-6s %28s %6.2f %8.1f %8.1f %10.2f %6.2f %9.1f\n",
+			fmt.Fprintf(&sb, "%-7d %-13s %28s %6.2f %8.1f %8.1f %10.2f %6.2f %9.1f\n",
 				n, sys,
 				fmt.Sprintf("%s [%s-%s]", Group(s.rate.Median), Group(s.rate.Min), Group(s.rate.Max)),
 				Ratio(s.rate.Median, floor.rate.Median),
@@ -463,7 +539,31 @@ func renderTable(cfg benchConfig, topo string, res map[key][]run, idle run) stri
 	}
 	fmt.Fprintf(&sb, "\nidle batond (0 batons): busiest node %.2f%% of a core; peak RSS %.1f MB\n",
 		100*idle.cpuShare, mb(idle.rss))
+	renderMetricsCost(&sb, cfg, res)
 	return sb.String()
+}
+
+// renderMetricsCost compares the hop rate with DogStatsD on and off:
+// the ratio of the medians, and the ratio within each round (the two
+// runs of a round are neighbours in time, so machine drift cancels).
+func renderMetricsCost(sb *strings.Builder, cfg benchConfig, res map[key][]run) {
+	fmt.Fprintf(sb, "\nmetrics on/off: hop rate of %s over %s (DogStatsD every %s to a UDP sink; goal: within 5%%)\n",
+		sysMetrics, sysBaton, metricsInterval)
+	for _, n := range cfg.batons {
+		on, off := res[key{n, sysMetrics}], res[key{n, sysBaton}]
+		var perRound, cpu []float64
+		var lines uint64
+		for i := range min(len(on), len(off)) {
+			perRound = append(perRound, Ratio(on[i].rate, off[i].rate))
+			cpu = append(cpu, Ratio(float64(on[i].cpuPerHop), float64(off[i].cpuPerHop)))
+			lines += on[i].statsdLines
+		}
+		rounds, cpuRounds := SpreadOf(perRound), SpreadOf(cpu)
+		fmt.Fprintf(sb, "  %-5d batons: hop rate: ratio of medians %.3f, per round median %.3f [%.3f-%.3f]; "+
+			"CPU per hop: per round median %.3f [%.3f-%.3f]; %d DogStatsD lines received\n",
+			n, Ratio(summarise(on).rate.Median, summarise(off).rate.Median),
+			rounds.Median, rounds.Min, rounds.Max, cpuRounds.Median, cpuRounds.Min, cpuRounds.Max, lines)
+	}
 }
 
 type summary struct {

@@ -77,6 +77,11 @@ type Config struct {
 	// Off by default: profiles cost CPU and reveal internals.
 	PProf bool `envconfig:"PPROF" default:"false"`
 
+	// MetricsInterval is how often the node reads its counters and
+	// reports them: DogStatsD (configured by the DD_* variables, see
+	// internal/metrics), GET /metrics and the summary log line.
+	MetricsInterval time.Duration `envconfig:"METRICS_INTERVAL" default:"10s"`
+
 	LogFormat string `envconfig:"LOG_FORMAT" default:"text"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
 }
@@ -278,6 +283,11 @@ func (c Config) validateTimes() []error {
 	if c.LossTimeout < time.Second && c.LossTimeout != 0 {
 		errs = append(errs, fmt.Errorf("BATON_LOSS_TIMEOUT: must be at least 1s (progress is reported every 200ms), or 0 to turn recovery off; got %v", c.LossTimeout))
 	}
+	// Metrics: at least 100ms, so that a typo cannot turn reporting into
+	// a busy loop; at most an hour, so that a summary still comes.
+	if c.MetricsInterval < 100*time.Millisecond || c.MetricsInterval > time.Hour {
+		errs = append(errs, fmt.Errorf("BATON_METRICS_INTERVAL: must be 100ms to 1h, got %v", c.MetricsInterval))
+	}
 	if c.LeaveGrace < 0 || c.LeaveGrace > time.Minute {
 		errs = append(errs, fmt.Errorf("BATON_LEAVE_GRACE: must be 0 to 1m, got %v", c.LeaveGrace))
 	}
@@ -378,6 +388,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("route_grace", c.RouteGrace),
 		slog.Duration("leave_grace", c.LeaveGrace),
 		slog.Bool("direct", c.Direct),
+		slog.Duration("metrics_interval", c.MetricsInterval),
 		slog.String("log", c.LogFormat+"/"+c.LogLevel),
 	)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/baton-relay/baton/cluster"
 	"github.com/baton-relay/baton/internal/clusterstatus"
 	"github.com/baton-relay/baton/internal/live"
+	"github.com/baton-relay/baton/internal/metrics"
 	"github.com/baton-relay/baton/relay"
 )
 
@@ -37,9 +38,13 @@ type Daemon struct {
 	// relayPtr publishes relay to the node's heartbeat goroutine, which
 	// starts before the relay exists.
 	relayPtr atomic.Pointer[relay.Relay]
-	http     *http.Server
-	ln       net.Listener
-	serve    chan error // result of http.Serve
+	// metrics reports per BATON_METRICS_INTERVAL; started after the
+	// relay, stopped after it by Shutdown (to count every hop) and
+	// before everything by Close.
+	metrics *metrics.Loop
+	http    *http.Server
+	ln      net.Listener
+	serve   chan error // result of http.Serve
 
 	// Rates and cluster status over NATS (batond status).
 	rates      *rateTracker
@@ -53,6 +58,11 @@ type Daemon struct {
 // started is stopped again.
 func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	ncfg, err := prepare(cfg, log, "batond")
+	if err != nil {
+		return nil, err
+	}
+
+	statsdTarget, err := dogStatsDTarget()
 	if err != nil {
 		return nil, err
 	}
@@ -112,6 +122,7 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	// Only now do heartbeats say this node takes batons.
 	d.relayPtr.Store(d.relay)
 	d.node.HeartbeatSoon()
+	d.startMetrics(statsdTarget)
 
 	if err := d.startStatus(); err != nil {
 		return nil, err
@@ -318,6 +329,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	if err := d.relay.Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	// The metrics loop sends its last, partial interval once the relay
+	// has stopped counting, so that the counts sent add up to the totals.
+	d.metrics.Stop()
 	// Expected when the whole cluster stops: the last node has no one to
 	// hand its batons to. Anywhere else the relay would have passed them.
 	if d.relay.Parked() > 0 {
@@ -342,6 +356,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 // Safe to call on a partly started daemon.
 func (d *Daemon) Close() {
 	d.stopStatus()
+	if d.metrics != nil {
+		d.metrics.Stop()
+	}
 	if d.node != nil {
 		d.node.Close()
 	}

@@ -57,6 +57,7 @@ func testConfig(t *testing.T, name string, port int) Config {
 		RouteGrace:        5 * time.Second,
 		LeaveGrace:        200 * time.Millisecond,
 		LossTimeout:       time.Second,
+		MetricsInterval:   time.Second,
 		LogFormat:         "text",
 		LogLevel:          "info",
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/baton-relay/baton/cluster"
 	"github.com/baton-relay/baton/internal/hist"
+	"github.com/baton-relay/baton/internal/metrics"
 	"github.com/baton-relay/baton/relay"
 )
 
@@ -204,6 +205,8 @@ func (d *Daemon) Handler() http.Handler {
 		enc.Encode(d.Status())
 	})
 	d.mountLive(mux)
+	// The same figures as DogStatsD, for Prometheus; see internal/metrics.
+	mux.Handle("GET /metrics", metrics.PrometheusHandler(d.cfg.NodeName, d.cfg.ClusterName, d.metrics.Latest))
 	if d.cfg.PProf {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
