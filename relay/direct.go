@@ -7,7 +7,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -82,10 +81,6 @@ type directSet struct {
 	results  chan dialResult
 	cancel   context.CancelFunc
 	ctx      context.Context
-	// dialers counts the dial goroutines, so that closeDirect can wait
-	// for them and close what they connected after the control
-	// goroutine stopped reading results.
-	dialers sync.WaitGroup
 
 	// failed receives the name of a peer whose connection broke. A
 	// crashed process's sockets are reset by its kernel at once, so this
@@ -182,7 +177,6 @@ func (r *Relay) syncDirect(v *cluster.View, now time.Time) {
 		}
 		ds.dialing[name], ds.lastDial[name] = true, now
 		r.wg.Add(1)
-		ds.dialers.Add(1)
 		go r.dialPeer(name, url)
 	}
 	if changed {
@@ -218,7 +212,6 @@ func (r *Relay) publishDirect() {
 // dialPeer connects to a peer's server and starts the connection's reader.
 func (r *Relay) dialPeer(name, url string) {
 	defer r.wg.Done()
-	defer r.ds.dialers.Done()
 
 	pc, err := r.connectPeer(name, url)
 	select {
@@ -269,24 +262,8 @@ func (r *Relay) connectPeer(name, url string) (*peerConn, error) {
 }
 
 // closeDirect closes every direct connection and stops pending dials.
-// It runs after the control goroutine has returned.
 func (r *Relay) closeDirect() {
 	r.ds.cancel()
-	// A dial that finished as the relay stopped may have left its
-	// connection in the results buffer, where no one will take it: its
-	// reader would then hold Stop's wait forever.
-	r.ds.dialers.Wait()
-drain:
-	for {
-		select {
-		case res := <-r.ds.results:
-			if res.pc != nil {
-				res.pc.close()
-			}
-		default:
-			break drain
-		}
-	}
 	for _, pc := range r.ds.conns {
 		pc.close()
 	}
