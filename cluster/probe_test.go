@@ -1,0 +1,41 @@
+package cluster
+
+import (
+	"testing"
+	"time"
+)
+
+// TestEmulatorMulticastProbe checks that discovery can pin its socket to
+// lo (join the group there and send through it) and hears its own
+// announcement looped back. Every multi-node test depends on this.
+//
+// scripts/test-arch.sh runs it first under each qemu-user emulator: qemu
+// 7.2 does not translate IP_MULTICAST_IF or MCAST_JOIN_GROUP, and this
+// test then fails with the emulator's error, which the script reports
+// before leaving out the tests that need multicast.
+func TestEmulatorMulticastProbe(t *testing.T) {
+	codec, err := NewCodec("probe-secret", "probe", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testNodeConfig(t, "probe", freeUDPPort(t))
+	d, err := OpenDiscovery(DiscoveryConfig{
+		Group:     cfg.Group,
+		Port:      cfg.DiscoveryPort,
+		Interface: cfg.Interface,
+		TTL:       1,
+		Interval:  100 * time.Millisecond,
+		Codec:     codec,
+		Node:      "probe",
+		Boot:      1,
+		RouteURL:  "nats-route://127.0.0.1:1",
+		Logger:    cfg.Logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	waitFor(t, 10*time.Second, "our own announcement looped back on lo", func() bool {
+		return d.Stats().Dropped["self"] > 0
+	})
+}
