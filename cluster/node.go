@@ -228,7 +228,28 @@ func StartNode(cfg Config) (_ *Node, err error) {
 // The connection reconnects on its own if that server restarts; the
 // relay's connections are the relay's business.
 func (n *Node) connectExternal() error {
-	nc, err := nats.Connect(n.cfg.NATSURL,
+	// A few tries: the server re-checks authorization on every config
+	// reload (its route manager reloads as peers come and go) and drops
+	// a client caught in the middle of its handshake.
+	var nc *nats.Conn
+	var err error
+	for attempt := range 5 {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
+		}
+		if nc, err = n.dialExternal(); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", n.cfg.NATSURL, err)
+	}
+	n.nc = nc
+	return n.subscribeHeartbeats()
+}
+
+func (n *Node) dialExternal() (*nats.Conn, error) {
+	return nats.Connect(n.cfg.NATSURL,
 		nats.Name(n.cfg.Name+"-control"),
 		nats.UserInfo(ClientUser, DerivePassword(n.cfg.Secret, n.cfg.Cluster, "client")),
 		nats.NoEcho(),
@@ -241,11 +262,6 @@ func (n *Node) connectExternal() error {
 			n.log.Info("reconnected to the NATS server", "url", n.cfg.NATSURL)
 		}),
 	)
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", n.cfg.NATSURL, err)
-	}
-	n.nc = nc
-	return n.subscribeHeartbeats()
 }
 
 func (n *Node) subscribeHeartbeats() error {

@@ -25,10 +25,11 @@ import (
 
 const secret = "embedded-nats-test-secret"
 
-func build(t *testing.T) string {
+// build builds the command in dir ("." for embedded-nats).
+func build(t *testing.T, dir string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "embedded-nats")
-	out, err := exec.Command("go", "build", "-ldflags", "-X github.com/baton-relay/baton/internal/daemon.Version=test-1", "-o", bin, ".").CombinedOutput()
+	bin := filepath.Join(t.TempDir(), filepath.Base(must(filepath.Abs(dir))))
+	out, err := exec.Command("go", "build", "-ldflags", "-X github.com/baton-relay/baton/internal/daemon.Version=test-1", "-o", bin, dir).CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -55,6 +56,13 @@ func freeUDP(t *testing.T) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
+func must(s string, err error) string {
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
 type proc struct {
 	name      string
 	cmd       *exec.Cmd
@@ -77,36 +85,52 @@ func (p *proc) log() string {
 	return p.logs.String()
 }
 
-// start runs one embedded-nats. Every address is on loopback and the
-// discovery interface is lo: nothing leaves this host.
-func start(t *testing.T, bin, name string, discoveryPort int) *proc {
-	t.Helper()
-	httpPort, clientPort := freeTCP(t), freeTCP(t)
-	p := &proc{
-		name:      name,
-		httpURL:   fmt.Sprintf("http://127.0.0.1:%d/status", httpPort),
-		clientURL: fmt.Sprintf("nats://127.0.0.1:%d", clientPort),
-		done:      make(chan error, 1),
-	}
-	p.cmd = exec.Command(bin)
-	p.cmd.Env = []string{
+// baseEnv is the environment a host's embedded-nats and batond share.
+// Every address is on loopback and the discovery interface is lo:
+// nothing leaves this host.
+func baseEnv(name string, discoveryPort int) []string {
+	return []string{
 		"PATH=" + os.Getenv("PATH"),
 		"BATON_NODE_NAME=" + name,
 		"BATON_CLUSTER_NAME=entest",
 		"BATON_SECRET=" + secret,
 		"BATON_MULTICAST_IF=lo",
 		fmt.Sprintf("BATON_MULTICAST_PORT=%d", discoveryPort),
-		fmt.Sprintf("BATON_HTTP_ADDR=127.0.0.1:%d", httpPort),
-		fmt.Sprintf("BATON_NATS_LISTEN=127.0.0.1:%d", clientPort),
 		"BATON_ROUTE_LISTEN=127.0.0.1:0",
 		"BATON_ADVERTISE=127.0.0.1",
 		"BATON_ANNOUNCE_INTERVAL=200ms",
 		"BATON_HEARTBEAT_INTERVAL=100ms",
 		"BATON_SUSPECT_AFTER=300ms",
 		"BATON_DEAD_AFTER=600ms",
-		// batond's: a shared env file may carry it; embedded-nats ignores it.
-		"BATON_NATS_URL=nats://127.0.0.1:1",
 	}
+}
+
+// start runs one embedded-nats with its own HTTP and client ports.
+// natsURL, when set, is the BATON_NATS_URL of the shared environment,
+// which embedded-nats must ignore.
+func start(t *testing.T, bin, name string, discoveryPort int, natsURL string) *proc {
+	t.Helper()
+	httpPort, clientPort := freeTCP(t), freeTCP(t)
+	env := append(baseEnv(name, discoveryPort),
+		fmt.Sprintf("BATON_HTTP_ADDR=127.0.0.1:%d", httpPort),
+		fmt.Sprintf("BATON_NATS_LISTEN=127.0.0.1:%d", clientPort))
+	if natsURL != "" {
+		env = append(env, "BATON_NATS_URL="+natsURL)
+	}
+	p := launch(t, bin, name, env, httpPort)
+	p.clientURL = fmt.Sprintf("nats://127.0.0.1:%d", clientPort)
+	return p
+}
+
+func launch(t *testing.T, bin, name string, env []string, httpPort int) *proc {
+	t.Helper()
+	p := &proc{
+		name:    name,
+		httpURL: fmt.Sprintf("http://127.0.0.1:%d/status", httpPort),
+		done:    make(chan error, 1),
+	}
+	p.cmd = exec.Command(bin)
+	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -118,7 +142,7 @@ func start(t *testing.T, bin, name string, discoveryPort int) *proc {
 			<-p.done
 		}
 		if t.Failed() {
-			t.Logf("%s log:\n%s", name, p.log())
+			t.Logf("%s (%s) log:\n%s", name, filepath.Base(bin), p.log())
 		}
 	})
 	return p
@@ -126,13 +150,17 @@ func start(t *testing.T, bin, name string, discoveryPort int) *proc {
 
 func status(p *proc) (daemon.ClusterStatus, error) {
 	var st daemon.ClusterStatus
+	return st, getJSON(p.httpURL, &st)
+}
+
+func getJSON(url string, v any) error {
 	c := http.Client{Timeout: time.Second}
-	resp, err := c.Get(p.httpURL)
+	resp, err := c.Get(url)
 	if err != nil {
-		return st, err
+		return err
 	}
 	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
@@ -152,7 +180,7 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 // user derived from the secret; SIGTERM stops each cleanly and the others
 // see it leave.
 func TestThreeProcessesFormOneCluster(t *testing.T) {
-	bin := build(t)
+	bin := build(t, ".")
 	if out, err := exec.Command(bin, "version").Output(); err != nil || string(out) != "embedded-nats test-1\n" {
 		t.Fatalf("embedded-nats version: %q, %v", out, err)
 	}
@@ -160,7 +188,8 @@ func TestThreeProcessesFormOneCluster(t *testing.T) {
 	port := freeUDP(t)
 	var ps []*proc
 	for _, name := range []string{"a", "b", "c"} {
-		ps = append(ps, start(t, bin, name, port))
+		// batond's variable, as a shared env file would carry it.
+		ps = append(ps, start(t, bin, name, port, "nats://127.0.0.1:1"))
 	}
 	began := time.Now()
 	waitFor(t, 15*time.Second, "every /status to list a, b, c and route to the other two", func() bool {
@@ -244,6 +273,67 @@ func TestThreeProcessesFormOneCluster(t *testing.T) {
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		if err := <-p.done; err != nil {
 			t.Errorf("%s exited with %v after SIGTERM", p.name, err)
+		}
+	}
+}
+
+// A host runs embedded-nats as its infrastructure service and batond
+// beside it, both under the host's name and from one environment but for
+// BATON_HTTP_ADDR and BATON_NATS_URL: three such hosts on loopback. The
+// embedded-nats servers form the cluster; the batond processes embed no
+// server, list the three of them as members and relay over it.
+func TestBatondBesideEmbeddedNATS(t *testing.T) {
+	nbin, bbin := build(t, "."), build(t, "../batond")
+	port := freeUDP(t)
+	names := []string{"a", "b", "c"}
+	var servers, relays []*proc
+	for _, name := range names {
+		servers = append(servers, start(t, nbin, name, port, ""))
+	}
+	for i, name := range names {
+		httpPort := freeTCP(t)
+		env := append(baseEnv(name, port),
+			fmt.Sprintf("BATON_HTTP_ADDR=127.0.0.1:%d", httpPort),
+			"BATON_NATS_URL="+servers[i].clientURL,
+			"BATON_MIN_NODES=3")
+		relays = append(relays, launch(t, bbin, name, env, httpPort))
+	}
+
+	type batondStatus struct {
+		Members  []string `json:"members"`
+		Hops     uint64   `json:"hops"`
+		RouteURL string   `json:"route_url"`
+	}
+	began := time.Now()
+	waitFor(t, 20*time.Second, "every batond to list a, b, c and relay", func() bool {
+		for _, p := range relays {
+			var st batondStatus
+			if getJSON(p.httpURL, &st) != nil || !slices.Equal(st.Members, names) || st.Hops == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("three batond over three embedded-nats relayed %v after the last start", time.Since(began).Round(time.Millisecond))
+	for _, p := range servers {
+		if st, err := status(p); err != nil || !slices.Equal(st.Members, names) || len(st.Routes) != 2 {
+			t.Errorf("embedded-nats %s: members %v routes %v (%v)", p.name, st.Members, st.Routes, err)
+		}
+	}
+	var st batondStatus
+	if getJSON(relays[0].httpURL, &st); st.RouteURL != "" {
+		t.Errorf("batond a has a route listener of its own: %q", st.RouteURL)
+	}
+
+	for _, p := range append(relays, servers...) {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-p.done:
+			if err != nil {
+				t.Errorf("%s exited with %v after SIGTERM", p.name, err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("%s did not stop within 15s of SIGTERM", p.name)
 		}
 	}
 }

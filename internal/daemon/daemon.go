@@ -335,6 +335,38 @@ func waitForAddress(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 }
 
+// waitForServer waits until the server at BATON_NATS_URL takes TCP
+// connections, when one is set: batond and the embedded-nats beside it
+// start together at boot, and a batond that exits because its server is
+// a second late only adds a restart to the log.
+func waitForServer(ctx context.Context, cfg Config, log *slog.Logger) {
+	if cfg.NATSURL == "" || cfg.Validate() != nil {
+		return // Start reports the configuration error
+	}
+	addr := natsHostPort(cfg.NATSURL)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for logged := false; ; logged = true {
+		d := net.Dialer{Timeout: time.Second}
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+			if logged {
+				log.Info("the NATS server at BATON_NATS_URL is up; starting", "url", cfg.NATSURL)
+			}
+			return
+		}
+		if !logged {
+			log.Warn("waiting for the NATS server at BATON_NATS_URL", "url", cfg.NATSURL, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 // checkFree reports whether a TCP listen address can be bound now.
 func checkFree(addr string) error {
 	// Port 0 too: the port is then surely free, but the host part may
@@ -429,6 +461,9 @@ func (d *Daemon) Close() {
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := waitForAddress(ctx, cfg, log); err != nil || ctx.Err() != nil {
 		return err
+	}
+	if waitForServer(ctx, cfg, log); ctx.Err() != nil {
+		return nil
 	}
 	d, err := Start(cfg, log)
 	if err != nil {

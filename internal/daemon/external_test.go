@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -206,10 +207,21 @@ func TestBatondStopsWhenItsServerGoes(t *testing.T) {
 	done := make(chan error, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.HTTPAddr = ln.Addr().String()
+	ln.Close()
 	go func() { done <- Run(ctx, cfg, slog.New(slog.NewTextHandler(tWriter{t}, nil))) }()
 
-	waitFor(t, 5*time.Second, "batond's control and relay connections", func() bool {
-		return getClusterStatus(t, cs[0]).Clients >= 3
+	// The status endpoint is up once Start has returned.
+	waitFor(t, 5*time.Second, "batond to start", func() bool {
+		resp, err := http.Get("http://" + cfg.HTTPAddr + "/status")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
 	})
 	cs[0].Close()
 	select {
@@ -313,4 +325,43 @@ func TestExternalClientURL(t *testing.T) {
 			t.Errorf("externalClientURL(%s) = %q, want %q", tt.url, got, tt.want)
 		}
 	}
+}
+
+// A batond that starts before its server waits for it instead of exiting
+// (at boot both start together), and joins once the server is up.
+func TestBatondWaitsForALateServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens here until the server starts
+
+	cfg := testConfig(t, "n1", freePort(t))
+	cfg.NATSURL = "nats://" + addr
+	done := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { done <- Run(ctx, cfg, slog.New(slog.NewTextHandler(tWriter{t}, nil))) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	time.Sleep(300 * time.Millisecond) // let it find no server at least once
+	select {
+	case err := <-done:
+		t.Fatalf("batond gave up without its server: %v", err)
+	default:
+	}
+
+	scfg := testConfig(t, "n1", freePort(t))
+	scfg.NATSListen = addr
+	c, err := StartClusterOnly(scfg, slog.New(slog.NewTextHandler(tWriter{t}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, 10*time.Second, "batond to connect to the server once it is up", func() bool {
+		return getClusterStatus(t, c).Clients >= 3
+	})
 }
