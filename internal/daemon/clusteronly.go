@@ -56,13 +56,8 @@ func StartClusterOnly(cfg Config, log *slog.Logger) (_ *ClusterOnly, err error) 
 			return nil, fmt.Errorf("BATON_HTTP_ADDR: %w", err)
 		}
 	}
-	for _, l := range []struct{ name, addr string }{
-		{"BATON_NATS_LISTEN", cfg.NATSListen},
-		{"BATON_ROUTE_LISTEN", cfg.RouteListen},
-	} {
-		if err := checkFree(l.addr); err != nil {
-			return nil, fmt.Errorf("%s: %w", l.name, err)
-		}
+	if err := checkListeners(cfg); err != nil {
+		return nil, err
 	}
 
 	if c.node, err = cluster.StartNode(ncfg); err != nil {

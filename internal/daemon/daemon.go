@@ -85,16 +85,11 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 
 	// NATS reports a busy port only in its log; checking first gives an
 	// error that names the variable. (A port taken between this check
-	// and NATS's own bind still fails, with NATS's message.)
-	for _, l := range []struct{ name, addr string }{
-		{"BATON_NATS_LISTEN", cfg.NATSListen},
-		{"BATON_ROUTE_LISTEN", cfg.RouteListen},
-	} {
-		if cfg.NATSURL != "" {
-			break // no server of our own
-		}
-		if err := checkFree(l.addr); err != nil {
-			return nil, fmt.Errorf("%s: %w", l.name, err)
+	// and NATS's own bind still fails, with NATS's message.) With
+	// BATON_NATS_URL there is no server of our own to check for.
+	if cfg.NATSURL == "" {
+		if err := checkListeners(cfg); err != nil {
+			return nil, err
 		}
 	}
 
@@ -365,6 +360,20 @@ func waitForServer(ctx context.Context, cfg Config, log *slog.Logger) {
 		case <-tick.C:
 		}
 	}
+}
+
+// checkListeners checks that the NATS client and route listen addresses
+// can be bound, naming the variable of the one that cannot.
+func checkListeners(cfg Config) error {
+	for _, l := range []struct{ name, addr string }{
+		{"BATON_NATS_LISTEN", cfg.NATSListen},
+		{"BATON_ROUTE_LISTEN", cfg.RouteListen},
+	} {
+		if err := checkFree(l.addr); err != nil {
+			return fmt.Errorf("%s: %w", l.name, err)
+		}
+	}
+	return nil
 }
 
 // checkFree reports whether a TCP listen address can be bound now.
