@@ -64,7 +64,7 @@ type Config struct {
 	// NATSURL, when set, makes this a member without a server of its
 	// own: no embedded server, no discovery and no routes (the server
 	// at NATSURL, an embedded-nats, does those). The node connects there
-	// as ClientUser and runs only the membership. ClientURL is what its
+	// as NodeUser and runs only the membership. ClientURL is what its
 	// heartbeats advertise as the address relays publish to it at; empty
 	// advertises none, and peers then reach it through the routes.
 	NATSURL   string
@@ -249,12 +249,7 @@ func (n *Node) connectExternal() error {
 }
 
 func (n *Node) dialExternal() (*nats.Conn, error) {
-	return nats.Connect(n.cfg.NATSURL,
-		nats.Name(n.cfg.Name+"-control"),
-		nats.UserInfo(ClientUser, DerivePassword(n.cfg.Secret, n.cfg.Cluster, "client")),
-		nats.NoEcho(),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+	return n.Connect(n.cfg.Name+"-control",
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			n.log.Warn("lost the connection to the NATS server; reconnecting", "url", n.cfg.NATSURL, "err", err)
 		}),
@@ -262,6 +257,23 @@ func (n *Node) dialExternal() (*nats.Conn, error) {
 			n.log.Info("reconnected to the NATS server", "url", n.cfg.NATSURL)
 		}),
 	)
+}
+
+// Connect opens a client connection to this node's server as NodeUser:
+// in process to the embedded one, or over TCP to Config.NATSURL. It
+// reconnects by itself and does not echo its own messages.
+func (n *Node) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	if n.srv != nil {
+		return n.srv.Connect(name, opts...)
+	}
+	base := []nats.Option{
+		nats.Name(name),
+		nats.UserInfo(NodeUser, DerivePassword(n.cfg.Secret, n.cfg.Cluster, "node")),
+		nats.NoEcho(),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+	}
+	return nats.Connect(n.cfg.NATSURL, append(base, opts...)...)
 }
 
 func (n *Node) subscribeHeartbeats() error {

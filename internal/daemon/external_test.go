@@ -70,6 +70,7 @@ func startRoutedServers(t *testing.T, n int) []string {
 			RouteUser:      cluster.RouteUser,
 			RoutePassword:  cluster.DerivePassword(cfg.Secret, cfg.ClusterName, "route"),
 			ClientPassword: cluster.DerivePassword(cfg.Secret, cfg.ClusterName, "client"),
+			NodePassword:   cluster.DerivePassword(cfg.Secret, cfg.ClusterName, "node"),
 			SysPassword:    cluster.DerivePassword(cfg.Secret, cfg.ClusterName, "sys"),
 			PingInterval:   cfg.RoutePing,
 			MaxPingsOut:    2,
