@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sync"
 	"syscall"
@@ -34,16 +35,6 @@ func build(t *testing.T, dir string) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
-}
-
-func freeTCP(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func freeUDP(t *testing.T) int {
@@ -105,30 +96,28 @@ func baseEnv(name string, discoveryPort int) []string {
 	}
 }
 
-// start runs one embedded-nats with its own HTTP and client ports.
-// natsURL, when set, is the BATON_NATS_URL of the shared environment,
-// which embedded-nats must ignore.
+// start runs one embedded-nats; it binds free ports of its own choosing
+// (port 0), which it logs. natsURL, when set, is the BATON_NATS_URL of a
+// shared environment, which embedded-nats must ignore.
 func start(t *testing.T, bin, name string, discoveryPort int, natsURL string) *proc {
 	t.Helper()
-	httpPort, clientPort := freeTCP(t), freeTCP(t)
 	env := append(baseEnv(name, discoveryPort),
-		fmt.Sprintf("BATON_HTTP_ADDR=127.0.0.1:%d", httpPort),
-		fmt.Sprintf("BATON_NATS_LISTEN=127.0.0.1:%d", clientPort))
+		"BATON_HTTP_ADDR=127.0.0.1:0",
+		"BATON_NATS_LISTEN=127.0.0.1:0")
 	if natsURL != "" {
 		env = append(env, "BATON_NATS_URL="+natsURL)
 	}
-	p := launch(t, bin, name, env, httpPort)
-	p.clientURL = fmt.Sprintf("nats://127.0.0.1:%d", clientPort)
+	p := launch(t, bin, name, env)
+	p.clientURL = p.await(t, `msg="nats ready" client_url=(nats://\S+)`)
 	return p
 }
 
-func launch(t *testing.T, bin, name string, env []string, httpPort int) *proc {
+// launch starts bin with env and waits for its status endpoint, whose
+// address it reads from the log: choosing ports ahead for the process
+// would race with everything else that binds ports on this machine.
+func launch(t *testing.T, bin, name string, env []string) *proc {
 	t.Helper()
-	p := &proc{
-		name:    name,
-		httpURL: fmt.Sprintf("http://127.0.0.1:%d/status", httpPort),
-		done:    make(chan error, 1),
-	}
+	p := &proc{name: name, done: make(chan error, 1)}
 	p.cmd = exec.Command(bin)
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p, p
@@ -145,7 +134,23 @@ func launch(t *testing.T, bin, name string, env []string, httpPort int) *proc {
 			t.Logf("%s (%s) log:\n%s", name, filepath.Base(bin), p.log())
 		}
 	})
+	p.httpURL = p.await(t, `msg="status endpoint" url=(http://\S+)`)
 	return p
+}
+
+// await waits for a log line matching pattern and returns its first group.
+func (p *proc) await(t *testing.T, pattern string) string {
+	t.Helper()
+	re := regexp.MustCompile(pattern)
+	var got string
+	waitFor(t, 20*time.Second, p.name+" to log "+pattern, func() bool {
+		if m := re.FindStringSubmatch(p.log()); m != nil {
+			got = m[1]
+			return true
+		}
+		return false
+	})
+	return got
 }
 
 func status(p *proc) (daemon.ClusterStatus, error) {
@@ -291,12 +296,11 @@ func TestBatondBesideEmbeddedNATS(t *testing.T) {
 		servers = append(servers, start(t, nbin, name, port, ""))
 	}
 	for i, name := range names {
-		httpPort := freeTCP(t)
 		env := append(baseEnv(name, port),
-			fmt.Sprintf("BATON_HTTP_ADDR=127.0.0.1:%d", httpPort),
+			"BATON_HTTP_ADDR=127.0.0.1:0",
 			"BATON_NATS_URL="+servers[i].clientURL,
 			"BATON_MIN_NODES=3")
-		relays = append(relays, launch(t, bbin, name, env, httpPort))
+		relays = append(relays, launch(t, bbin, name, env))
 	}
 
 	type batondStatus struct {
