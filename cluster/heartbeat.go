@@ -15,6 +15,11 @@ const (
 	HeartbeatSubjectPrefix = "baton.heartbeat."
 	// HeartbeatWildcard matches every node's heartbeats.
 	HeartbeatWildcard = HeartbeatSubjectPrefix + "*"
+	// NATSHeartbeatPrefix + node name carries the heartbeats of an
+	// embedded-nats node: the membership of the NATS servers, kept apart
+	// from the relays' so that both programs can run on one host under
+	// the host's name.
+	NATSHeartbeatPrefix = "baton.nats.heartbeat."
 )
 
 // heartbeatMsg is the JSON payload of a heartbeat. It is small and
@@ -49,15 +54,15 @@ func encodeHeartbeat(hb Heartbeat, seq uint64) []byte {
 	return b
 }
 
-// decodeHeartbeat parses a heartbeat received on subject. The node name
-// in the payload must match the subject, so a message cannot speak for
-// another node by accident.
-func decodeHeartbeat(subject string, data []byte) (Heartbeat, error) {
+// decodeHeartbeat parses a heartbeat received on subject, which starts
+// with prefix. The node name in the payload must match the subject, so a
+// message cannot speak for another node by accident.
+func decodeHeartbeat(prefix, subject string, data []byte) (Heartbeat, error) {
 	var m heartbeatMsg
 	if err := json.Unmarshal(data, &m); err != nil {
 		return Heartbeat{}, fmt.Errorf("heartbeat: %w", err)
 	}
-	if subject != HeartbeatSubjectPrefix+m.Node {
+	if subject != prefix+m.Node {
 		return Heartbeat{}, fmt.Errorf("heartbeat for %q arrived on %q", m.Node, subject)
 	}
 	if err := ValidateName(m.Node); err != nil {

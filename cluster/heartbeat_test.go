@@ -7,7 +7,7 @@ func TestHeartbeatRoundTrip(t *testing.T) {
 		{Node: "pi-01", Boot: ^uint64(0), Injected: true, Hops: 12345, ClientURL: "nats://192.168.1.10:4222"},
 		{Node: "pi-02", Boot: 1, Leaving: true},
 	} {
-		got, err := decodeHeartbeat(HeartbeatSubjectPrefix+hb.Node, encodeHeartbeat(hb, 3))
+		got, err := decodeHeartbeat(HeartbeatSubjectPrefix, HeartbeatSubjectPrefix+hb.Node, encodeHeartbeat(hb, 3))
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}
@@ -34,7 +34,7 @@ func TestHeartbeatRejectsBadInput(t *testing.T) {
 		{"no port", "baton.heartbeat.x", `{"node":"x","boot":"1","state":"alive","client":"nats://10.0.0.1"}`},
 	}
 	for _, tt := range tests {
-		if hb, err := decodeHeartbeat(tt.subject, []byte(tt.data)); err == nil {
+		if hb, err := decodeHeartbeat(HeartbeatSubjectPrefix, tt.subject, []byte(tt.data)); err == nil {
 			t.Errorf("%s: accepted as %+v", tt.name, hb)
 		}
 	}

@@ -54,6 +54,22 @@ type Config struct {
 	// about its relay. Nil reports a node that does not relay.
 	Status func() RelayStatus
 
+	// HeartbeatPrefix is the subject prefix of this node's membership
+	// (the heartbeats it sends and hears); empty means
+	// HeartbeatSubjectPrefix, the relay nodes' membership. embedded-nats
+	// keeps its own (NATSHeartbeatPrefix), so that an embedded-nats and
+	// a batond on one host may share the host's name.
+	HeartbeatPrefix string
+
+	// NATSURL, when set, makes this a member without a server of its
+	// own: no embedded server, no discovery and no routes (the server
+	// at NATSURL, an embedded-nats, does those). The node connects there
+	// as NodeUser and runs only the membership. ClientURL is what its
+	// heartbeats advertise as the address relays publish to it at; empty
+	// advertises none, and peers then reach it through the routes.
+	NATSURL   string
+	ClientURL string
+
 	Logger     *slog.Logger
 	LogNotices bool // NATS notices at info level
 }
@@ -74,7 +90,7 @@ type View struct {
 	// Relays are the alive members that take batons, self included when
 	// its relay is running, sorted. A node's heartbeats say so only once
 	// its relay has subscribed, so no baton goes to a node still starting
-	// (nor to an embedded-nats node, which never relays).
+	// (embedded-nats nodes keep a membership of their own).
 	Relays []string
 	Peers  []string // Relays other than self: where batons may go
 	Batons bool     // some alive member reports batons in flight
@@ -97,18 +113,21 @@ type Node struct {
 	nc   *nats.Conn
 	sub  *nats.Subscription
 
-	hbCh    chan Heartbeat
-	hbNow   chan struct{} // asks the membership loop for an early heartbeat
-	hbSeq   atomic.Uint64
-	hbBad   atomic.Uint64
-	view    atomic.Pointer[View]
-	changes chan struct{}
-	fatal   chan error // a reason this node must not go on; see Fatal
-	started time.Time
-	leaving atomic.Bool
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	once    sync.Once
+	hbCh  chan Heartbeat
+	hbNow chan struct{} // asks the membership loop for an early heartbeat
+	hbSeq atomic.Uint64
+	hbBad atomic.Uint64
+	// hbLimiter paces the name-conflict log of the heartbeat callback,
+	// which owns it.
+	hbLimiter *logLimiter
+	view      atomic.Pointer[View]
+	changes   chan struct{}
+	fatal     chan error // a reason this node must not go on; see Fatal
+	started   time.Time
+	leaving   atomic.Bool
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	once      sync.Once
 }
 
 // RouteUser is the user name routes authenticate with.
@@ -116,28 +135,40 @@ const RouteUser = "baton-route"
 
 // StartNode brings the node up. On error everything started is stopped.
 func StartNode(cfg Config) (_ *Node, err error) {
-	codec, err := NewCodec(cfg.Secret, cfg.Cluster, nil)
-	if err != nil {
-		return nil, err
+	if cfg.HeartbeatPrefix == "" {
+		cfg.HeartbeatPrefix = HeartbeatSubjectPrefix
 	}
-
 	n := &Node{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		boot:    randomBoot(),
-		hbCh:    make(chan Heartbeat, 256),
-		hbNow:   make(chan struct{}, 1),
-		changes: make(chan struct{}, 1),
-		fatal:   make(chan error, 1),
-		started: time.Now(),
-		stop:    make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		boot:      randomBoot(),
+		hbCh:      make(chan Heartbeat, 256),
+		hbNow:     make(chan struct{}, 1),
+		hbLimiter: newLogLimiter(time.Minute, 4),
+		changes:   make(chan struct{}, 1),
+		fatal:     make(chan error, 1),
+		started:   time.Now(),
+		stop:      make(chan struct{}),
 	}
 	defer func() {
 		if err != nil {
 			n.closeParts()
 		}
 	}()
+	if cfg.NATSURL != "" {
+		if err := n.connectExternal(); err != nil {
+			return nil, err
+		}
+		n.publishView(NewMembership(cfg.Name, cfg.Membership), 0)
+		n.wg.Add(1)
+		go n.memberLoop()
+		return n, nil
+	}
 
+	codec, err := NewCodec(cfg.Secret, cfg.Cluster, nil)
+	if err != nil {
+		return nil, err
+	}
 	n.srv, err = StartServer(ServerConfig{
 		Name:           cfg.Name,
 		Cluster:        cfg.Cluster,
@@ -165,9 +196,8 @@ func StartNode(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n.sub, err = n.nc.Subscribe(HeartbeatWildcard, n.onHeartbeat)
-	if err != nil {
-		return nil, fmt.Errorf("subscribe %s: %w", HeartbeatWildcard, err)
+	if err := n.subscribeHeartbeats(); err != nil {
+		return nil, err
 	}
 
 	n.disc, err = OpenDiscovery(DiscoveryConfig{
@@ -194,6 +224,68 @@ func StartNode(cfg Config) (_ *Node, err error) {
 	return n, nil
 }
 
+// connectExternal connects to the server at NATSURL for the membership.
+// The connection reconnects on its own if that server restarts; the
+// relay's connections are the relay's business.
+func (n *Node) connectExternal() error {
+	// A few tries: the server re-checks authorization on every config
+	// reload (its route manager reloads as peers come and go) and drops
+	// a client caught in the middle of its handshake.
+	var nc *nats.Conn
+	var err error
+	for attempt := range 5 {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
+		}
+		if nc, err = n.dialExternal(); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", n.cfg.NATSURL, err)
+	}
+	n.nc = nc
+	return n.subscribeHeartbeats()
+}
+
+func (n *Node) dialExternal() (*nats.Conn, error) {
+	return n.Connect(n.cfg.Name+"-control",
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			n.log.Warn("lost the connection to the NATS server; reconnecting", "url", n.cfg.NATSURL, "err", err)
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			n.log.Info("reconnected to the NATS server", "url", n.cfg.NATSURL)
+		}),
+	)
+}
+
+// Connect opens a client connection to this node's server as NodeUser:
+// in process to the embedded one, or over TCP to Config.NATSURL. It
+// reconnects by itself and does not echo its own messages.
+func (n *Node) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	if n.srv != nil {
+		return n.srv.Connect(name, opts...)
+	}
+	base := []nats.Option{
+		nats.Name(name),
+		nats.UserInfo(NodeUser, DerivePassword(n.cfg.Secret, n.cfg.Cluster, "node")),
+		nats.NoEcho(),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+	}
+	return nats.Connect(n.cfg.NATSURL, append(base, opts...)...)
+}
+
+func (n *Node) subscribeHeartbeats() error {
+	var err error
+	wildcard := n.cfg.HeartbeatPrefix + "*"
+	n.sub, err = n.nc.Subscribe(wildcard, n.onHeartbeat)
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", wildcard, err)
+	}
+	return nil
+}
+
 func randomBoot() uint64 {
 	var b [8]byte
 	for {
@@ -213,8 +305,27 @@ func DerivePassword(secret, cluster, purpose string) string {
 	return hex.EncodeToString(mac.Sum(nil)[:16])
 }
 
-// Server returns the embedded NATS server.
+// Server returns the embedded NATS server, or nil for a node that uses
+// a server at Config.NATSURL.
 func (n *Node) Server() *Server { return n.srv }
+
+// ClientURL is where relays publish to this node: its server's advertised
+// client address, or Config.ClientURL with an external server.
+func (n *Node) ClientURL() string {
+	if n.srv == nil {
+		return n.cfg.ClientURL
+	}
+	return n.srv.ClientURL()
+}
+
+// RouteURL is the route address this node announces; empty with an
+// external server.
+func (n *Node) RouteURL() string {
+	if n.srv == nil {
+		return ""
+	}
+	return n.srv.RouteURL()
+}
 
 // Boot returns this process's boot id.
 func (n *Node) Boot() uint64 { return n.boot }
@@ -230,14 +341,26 @@ func (n *Node) Changes() <-chan struct{} { return n.changes }
 // just started and finds another node already running under its name.
 func (n *Node) Fatal() <-chan error { return n.fatal }
 
-// DiscoveryStats returns the discovery counters.
-func (n *Node) DiscoveryStats() DiscoveryStats { return n.disc.Stats() }
+// DiscoveryStats returns the discovery counters; zero with an external
+// server, which does the discovery.
+func (n *Node) DiscoveryStats() DiscoveryStats {
+	if n.disc == nil {
+		return DiscoveryStats{}
+	}
+	return n.disc.Stats()
+}
 
 // BadHeartbeats counts heartbeat messages that did not parse.
 func (n *Node) BadHeartbeats() uint64 { return n.hbBad.Load() }
 
-// Routes returns the names of the peers this node has a NATS route to.
-func (n *Node) Routes() []string { return n.srv.RemoteNames() }
+// Routes returns the names of the peers this node has a NATS route to;
+// nil with an external server.
+func (n *Node) Routes() []string {
+	if n.srv == nil {
+		return nil
+	}
+	return n.srv.RemoteNames()
+}
 
 // Leave tells the cluster this node is stopping: a final heartbeat with
 // state "left" (peers mark it left at once, not dead after a timeout, and
@@ -248,7 +371,9 @@ func (n *Node) Leave(ctx context.Context) error {
 		return nil
 	}
 	n.publishHeartbeat()
-	n.disc.Leave()
+	if n.disc != nil {
+		n.disc.Leave()
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 2*time.Second)
@@ -284,11 +409,18 @@ func (n *Node) closeParts() {
 }
 
 func (n *Node) onHeartbeat(m *nats.Msg) {
-	hb, err := decodeHeartbeat(m.Subject, m.Data)
+	hb, err := decodeHeartbeat(n.cfg.HeartbeatPrefix, m.Subject, m.Data)
 	if err != nil {
 		if n.hbBad.Add(1)%100 == 1 {
 			n.log.Warn("dropped bad heartbeat", "subject", m.Subject, "err", err)
 		}
+		return
+	}
+	// Our own heartbeats are not echoed back, so this one is another
+	// process's. Discovery catches a duplicate name of a node with a
+	// server of its own; without one, this is the only place to.
+	if hb.Node == n.cfg.Name && n.disc == nil {
+		n.nameConflict("a heartbeat on "+m.Subject, n.hbLimiter)
 		return
 	}
 	select {
@@ -315,7 +447,7 @@ func (n *Node) routeLoop() {
 			return
 		case h := <-n.disc.Heard():
 			if h.Node == n.cfg.Name {
-				n.nameConflict(h, limiter)
+				n.nameConflict("an announcement from "+h.From.String(), limiter)
 				continue
 			}
 			if h.NewBoot {
@@ -338,13 +470,15 @@ func (n *Node) routeLoop() {
 // process (another boot). Two nodes under one name receive each other's
 // batons and multiply them without bound, so the newcomer stops; a node
 // that has run for a while keeps running and says so loudly.
-func (n *Node) nameConflict(h Heard, limiter *logLimiter) {
+// from says how the other node was heard. The limiter belongs to the
+// calling goroutine.
+func (n *Node) nameConflict(from string, limiter *logLimiter) {
 	window := n.cfg.NameCheck
 	if window == 0 {
 		window = 5 * time.Second
 	}
 	if time.Since(n.started) < window {
-		err := fmt.Errorf("BATON_NODE_NAME: another node named %q is already running (announced from %s); every node needs its own name", n.cfg.Name, h.From)
+		err := fmt.Errorf("BATON_NODE_NAME: another node named %q is already running (heard in %s); every node needs its own name", n.cfg.Name, from)
 		select {
 		case n.fatal <- err:
 		default:
@@ -352,7 +486,7 @@ func (n *Node) nameConflict(h Heard, limiter *logLimiter) {
 		return
 	}
 	if limiter.allow("conflict", time.Now()) {
-		n.log.Error("another node announces this node's name; one of them must be renamed", "name", n.cfg.Name, "from", h.From)
+		n.log.Error("another node uses this node's name; one of them must be renamed", "name", n.cfg.Name, "heard_in", from)
 	}
 }
 
@@ -454,12 +588,12 @@ func (n *Node) memberLoop() {
 }
 
 func (n *Node) publishHeartbeat() {
-	hb := Heartbeat{Node: n.cfg.Name, Boot: n.boot, Leaving: n.leaving.Load(), ClientURL: n.srv.ClientURL()}
+	hb := Heartbeat{Node: n.cfg.Name, Boot: n.boot, Leaving: n.leaving.Load(), ClientURL: n.ClientURL()}
 	if n.cfg.Status != nil {
 		st := n.cfg.Status()
 		hb.Hops, hb.Injected, hb.Relay = st.Hops, st.Batons, st.Relaying
 	}
-	if err := n.nc.Publish(HeartbeatSubjectPrefix+n.cfg.Name, encodeHeartbeat(hb, n.hbSeq.Add(1))); err != nil {
+	if err := n.nc.Publish(n.cfg.HeartbeatPrefix+n.cfg.Name, encodeHeartbeat(hb, n.hbSeq.Add(1))); err != nil {
 		n.log.Warn("cannot publish heartbeat", "err", err)
 	}
 }

@@ -77,6 +77,7 @@ func startTestNode(t testing.TB, cfg Config) *Node {
 	t.Helper()
 	n, err := StartNode(cfg)
 	if err != nil {
+		skipIfEmulatorLacksMulticast(t, err)
 		t.Fatalf("start %s: %v", cfg.Name, err)
 	}
 	t.Cleanup(n.Close)

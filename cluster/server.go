@@ -152,7 +152,7 @@ const (
 // a heartbeat, a progress report or an epoch announcement. Batons
 // themselves stay open to ClientUser: the relay checks every baton, and
 // publishing a hand-made one is a way to test that.
-var NodeOnlySubjects = []string{HeartbeatSubjectPrefix + ">", "baton.progress.>", "baton.control"}
+var NodeOnlySubjects = []string{HeartbeatSubjectPrefix + ">", NATSHeartbeatPrefix + ">", "baton.progress.>", "baton.control"}
 
 // setClientAuth creates the application and system accounts and their
 // users. Passwords are stored as bcrypt hashes (NATS warns about plain

@@ -131,6 +131,7 @@ type Relay struct {
 	unannounced atomic.Uint64
 
 	served   chan error    // the result of Serve
+	broken   chan struct{} // closed when Serve has returned
 	stop     chan struct{} // closed by Stop
 	ctrlDone chan struct{} // closed when the control goroutine returns
 	wg       sync.WaitGroup
@@ -165,6 +166,7 @@ func Start(cfg Config, dial Dialer, m Membership) (*Relay, error) {
 		m:        m,
 		log:      cfg.Logger.With("component", "relay"),
 		served:   make(chan error, 1),
+		broken:   make(chan struct{}),
 		stop:     make(chan struct{}),
 		ctrlDone: make(chan struct{}),
 		ds:       newDirectSet(),
@@ -202,8 +204,16 @@ func Start(cfg Config, dial Dialer, m Membership) (*Relay, error) {
 
 func (r *Relay) serve() {
 	defer r.wg.Done()
+	defer close(r.broken)
 	r.served <- r.conn.Serve(handler{r})
 }
+
+// Broken is closed when the relay's connection to its server has ended:
+// by Stop, or, before it, because the server went away. The second can
+// only happen with a server outside this process (BATON_NATS_URL); the
+// daemon then stops, since a relay that takes no batons must not keep
+// saying in its heartbeats that it does.
+func (r *Relay) Broken() <-chan struct{} { return r.broken }
 
 // handshake opens a connection to the local server. It tries a few
 // times: with client users configured, every NATS config reload (the

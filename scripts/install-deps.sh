@@ -10,6 +10,10 @@ set -euo pipefail
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables) # fault injection in namespaces
+# The ARM tests (scripts/test-arch.sh) run the cross-compiled test binaries
+# under qemu-user through go test -exec; no binfmt registration needed.
+command -v qemu-aarch64-static >/dev/null 2>&1 && command -v qemu-arm-static >/dev/null 2>&1 ||
+  need+=(qemu-user-static)
 
 # The live page's browser test (internal/daemon/livepage_test.go) drives
 # Debian's headless chromium.
@@ -21,7 +25,7 @@ fi
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps: missing ${need[*]}; not root, so not installing." >&2
-  echo "install-deps: the tests that need them (namespaces, browser) will SKIP." >&2
+  echo "install-deps: the tests that need them (namespaces, browser, ARM under qemu) will SKIP." >&2
   exit 0
 fi
 

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -84,6 +85,13 @@ type Config struct {
 
 	LogFormat string `envconfig:"LOG_FORMAT" default:"text"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
+
+	// --- external NATS (issue 5) ---
+	// NATSURL makes batond use the NATS server there (an embedded-nats
+	// beside it) instead of embedding one: no server, discovery or
+	// routes of its own, only membership and the relay over a client
+	// connection. Empty: embed the server.
+	NATSURL string `envconfig:"NATS_URL"`
 }
 
 // LoadConfig reads the configuration from the environment and validates
@@ -253,6 +261,9 @@ func (c Config) Validate() error {
 	}
 
 	errs = append(errs, c.validateTimes()...)
+	if c.NATSURL != "" {
+		errs = appendIf(errs, checkNATSURL(c.NATSURL))
+	}
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
@@ -331,6 +342,44 @@ func checkListen(name, addr string) error {
 	return checkPort(name, p, true)
 }
 
+// checkNATSURL validates BATON_NATS_URL: nats://host[:port], without
+// credentials, which derive from the secret.
+func checkNATSURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("BATON_NATS_URL: %q is not a URL: %w", raw, err)
+	}
+	switch {
+	case u.Scheme != "nats":
+		return fmt.Errorf("BATON_NATS_URL: %q: want nats://host:port (only plain nats:// is supported)", raw)
+	case u.User != nil:
+		return errors.New("BATON_NATS_URL: leave the user and password out of the URL: batond logs in with the users derived from BATON_SECRET")
+	case u.Hostname() == "":
+		return fmt.Errorf("BATON_NATS_URL: %q has no host", raw)
+	case u.Path != "" && u.Path != "/", u.RawQuery != "":
+		return fmt.Errorf("BATON_NATS_URL: %q: want nats://host:port, nothing after the port", raw)
+	}
+	if port := u.Port(); port != "" {
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return fmt.Errorf("BATON_NATS_URL: port %q is not a number", port)
+		}
+		return checkPort("BATON_NATS_URL", p, false)
+	}
+	return nil
+}
+
+// natsHostPort returns the host:port of a validated BATON_NATS_URL, with
+// NATS's default port when it has none.
+func natsHostPort(raw string) string {
+	u, _ := url.Parse(raw)
+	port := u.Port()
+	if port == "" {
+		port = "4222"
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
+
 // seedAddrs parses BATON_SEEDS: host or host:port entries, the port
 // defaulting to BATON_MULTICAST_PORT. Host names are resolved once, here.
 func (c Config) seedAddrs() ([]*net.UDPAddr, error) {
@@ -390,6 +439,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Bool("direct", c.Direct),
 		slog.Duration("metrics_interval", c.MetricsInterval),
 		slog.String("log", c.LogFormat+"/"+c.LogLevel),
+		slog.String("nats_url", c.NATSURL),
 	)
 }
 

@@ -85,19 +85,20 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 
 	// NATS reports a busy port only in its log; checking first gives an
 	// error that names the variable. (A port taken between this check
-	// and NATS's own bind still fails, with NATS's message.)
-	for _, l := range []struct{ name, addr string }{
-		{"BATON_NATS_LISTEN", cfg.NATSListen},
-		{"BATON_ROUTE_LISTEN", cfg.RouteListen},
-	} {
-		if err := checkFree(l.addr); err != nil {
-			return nil, fmt.Errorf("%s: %w", l.name, err)
+	// and NATS's own bind still fails, with NATS's message.) With
+	// BATON_NATS_URL there is no server of our own to check for.
+	if cfg.NATSURL == "" {
+		if err := checkListeners(cfg); err != nil {
+			return nil, err
 		}
 	}
 
 	ncfg.Status = d.relayStatus
 	d.node, err = cluster.StartNode(ncfg)
 	if err != nil {
+		if cfg.NATSURL != "" {
+			return nil, fmt.Errorf("BATON_NATS_URL: %w", err)
+		}
 		return nil, err
 	}
 
@@ -115,7 +116,7 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		LossTimeout: cfg.LossTimeout,
 		DownFor:     cfg.DeadAfter,
 		Logger:      log,
-	}, d.node.Server().NATS().InProcessConn, d.node)
+	}, d.dialer(), d.node)
 	if err != nil {
 		return nil, err
 	}
@@ -137,10 +138,22 @@ func Start(cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 		log.Info("live page", "url", "http://"+d.ln.Addr().String()+"/")
 	}
 	log.Info("node started",
-		"route_url", d.node.Server().RouteURL(),
-		"client_url", d.node.Server().ClientURL(),
+		"route_url", d.node.RouteURL(),
+		"client_url", d.node.ClientURL(),
 	)
 	return d, nil
+}
+
+// dialer connects the relay to its server: in process to the embedded
+// one, or over TCP to BATON_NATS_URL.
+func (d *Daemon) dialer() relay.Dialer {
+	if srv := d.node.Server(); srv != nil {
+		return srv.NATS().InProcessConn
+	}
+	addr := natsHostPort(d.cfg.NATSURL)
+	return func() (net.Conn, error) {
+		return net.DialTimeout("tcp", addr, 5*time.Second)
+	}
 }
 
 // prepare validates cfg, resolves it into the cluster layer's config and
@@ -155,6 +168,11 @@ func prepare(cfg Config, log *slog.Logger, program string) (cluster.Config, erro
 	}
 	log.Info("starting "+program, "version", Version, "config", cfg)
 	warnWeak(cfg, log)
+	if cfg.NATSURL != "" {
+		log.Info("using the NATS server at BATON_NATS_URL: discovery and routes are its job, membership and the relay this one's",
+			"url", cfg.NATSURL, "advertised_client_url", ncfg.ClientURL)
+		return ncfg, nil
+	}
 	log.Info("discovery interface", "interface", ncfg.Interface.Name, "why", why)
 	return ncfg, nil
 }
@@ -209,8 +227,14 @@ func nodeConfig(cfg Config, log *slog.Logger) (cluster.Config, string, error) {
 	if err != nil {
 		return cluster.Config{}, "", err
 	}
+	var clientURL string
+	if cfg.NATSURL != "" {
+		clientURL = externalClientURL(cfg.NATSURL, advertise)
+	}
 
 	return cluster.Config{
+		NATSURL:           cfg.NATSURL,
+		ClientURL:         clientURL,
 		Name:              cfg.NodeName,
 		Cluster:           cfg.ClusterName,
 		Secret:            cfg.Secret,
@@ -240,6 +264,25 @@ func nodeConfig(cfg Config, log *slog.Logger) (cluster.Config, string, error) {
 		Logger:     log,
 		LogNotices: true,
 	}, why, nil
+}
+
+// externalClientURL is the client address a batond using the server at
+// natsURL advertises in its heartbeats, where peers' relays publish its
+// batons (BATON_DIRECT). A loopback or unspecified host means the server
+// runs beside it (an embedded-nats on the same host), reachable from the
+// peers at this host's advertised address. A host name advertises
+// nothing (heartbeats carry addresses only): peers then reach this node
+// through the routes.
+func externalClientURL(natsURL, advertise string) string {
+	host, port, _ := net.SplitHostPort(natsHostPort(natsURL))
+	ip := net.ParseIP(host)
+	switch {
+	case ip == nil:
+		return ""
+	case ip.IsLoopback() || ip.IsUnspecified():
+		host = advertise
+	}
+	return "nats://" + net.JoinHostPort(host, port)
 }
 
 // splitListen splits a validated host:port; port 0 becomes NATS's -1,
@@ -285,6 +328,52 @@ func waitForAddress(ctx context.Context, cfg Config, log *slog.Logger) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// waitForServer waits until the server at BATON_NATS_URL takes TCP
+// connections, when one is set: batond and the embedded-nats beside it
+// start together at boot, and a batond that exits because its server is
+// a second late only adds a restart to the log.
+func waitForServer(ctx context.Context, cfg Config, log *slog.Logger) {
+	if cfg.NATSURL == "" || cfg.Validate() != nil {
+		return // Start reports the configuration error
+	}
+	addr := natsHostPort(cfg.NATSURL)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for logged := false; ; logged = true {
+		d := net.Dialer{Timeout: time.Second}
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+			if logged {
+				log.Info("the NATS server at BATON_NATS_URL is up; starting", "url", cfg.NATSURL)
+			}
+			return
+		}
+		if !logged {
+			log.Warn("waiting for the NATS server at BATON_NATS_URL", "url", cfg.NATSURL, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// checkListeners checks that the NATS client and route listen addresses
+// can be bound, naming the variable of the one that cannot.
+func checkListeners(cfg Config) error {
+	for _, l := range []struct{ name, addr string }{
+		{"BATON_NATS_LISTEN", cfg.NATSListen},
+		{"BATON_ROUTE_LISTEN", cfg.RouteListen},
+	} {
+		if err := checkFree(l.addr); err != nil {
+			return fmt.Errorf("%s: %w", l.name, err)
+		}
+	}
+	return nil
 }
 
 // checkFree reports whether a TCP listen address can be bound now.
@@ -382,6 +471,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := waitForAddress(ctx, cfg, log); err != nil || ctx.Err() != nil {
 		return err
 	}
+	if waitForServer(ctx, cfg, log); ctx.Err() != nil {
+		return nil
+	}
 	d, err := Start(cfg, log)
 	if err != nil {
 		return err
@@ -395,6 +487,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	case err := <-d.node.Fatal():
 		d.Close()
 		return err
+	case <-d.relay.Broken():
+		d.Close()
+		// With BATON_NATS_URL, the server went away (an embedded-nats
+		// restart); in process, the server dropped the relay.
+		return errors.New("the relay's connection to its NATS server ended; stopping, so that a restart reconnects")
 	}
 
 	// The leave grace, then up to 10 s to drain and stop.

@@ -114,6 +114,7 @@ func demoBase(opts DemoOptions) (Config, error) {
 	c.HTTPAddr = "127.0.0.1:0"
 	c.NATSListen = "127.0.0.1:0"
 	c.RouteListen = "127.0.0.1:0"
+	c.NATSURL = "" // the demo's nodes embed their servers
 	c.MinNodes = opts.Nodes
 	c.LeaveGrace = 200 * time.Millisecond
 

@@ -128,8 +128,8 @@ func (d *Daemon) Status() Status {
 		UptimeSeconds: now.Sub(d.started).Seconds(),
 		Leader:        relay.Leader(v.Relays, d.cfg.Leader),
 		Routes:        d.node.Routes(),
-		RouteURL:      d.node.Server().RouteURL(),
-		ClientURL:     d.node.Server().ClientURL(),
+		RouteURL:      d.node.RouteURL(),
+		ClientURL:     d.node.ClientURL(),
 		Interface:     d.iface,
 		Batons: BatonStatus{
 			InFlight:    v.Batons || d.relay.Seen(),

@@ -52,7 +52,7 @@ func (d *Daemon) startStatus() error {
 		}
 	})
 
-	nc, err := connectRetry(d.node.Server(), d.cfg.NodeName+"-status")
+	nc, err := connectRetry(d.node, d.cfg.NodeName+"-status")
 	if err != nil {
 		return err
 	}
@@ -73,11 +73,12 @@ func (d *Daemon) stopStatus() {
 	d.sampler.stop()
 }
 
-// connectRetry opens an in-process client connection, trying a few
-// times: every route change reloads the server's configuration, which
-// re-checks authorization and drops a client caught in its handshake
-// (see relay.handshake). Once connected, nats.go reconnects by itself.
-func connectRetry(srv *cluster.Server, name string) (*nats.Conn, error) {
+// connectRetry opens a client connection to the node's server (in
+// process, or BATON_NATS_URL's), trying a few times: every route change
+// reloads the server's configuration, which re-checks authorization and
+// drops a client caught in its handshake (see relay.handshake). Once
+// connected, nats.go reconnects by itself.
+func connectRetry(srv *cluster.Node, name string) (*nats.Conn, error) {
 	var err error
 	for attempt := range 5 {
 		if attempt > 0 {
