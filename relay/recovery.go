@@ -29,17 +29,17 @@ const (
 // reports and epoch announcements, and starts its reader. Keeping this
 // traffic off the baton connection keeps the hot loop free of it.
 func (r *Relay) startControlConn(dial Dialer) error {
-	c, err := r.handshake(dial, "-relay-control")
+	c, err := r.handshake(dial, "-relay-control", func(c *natsproto.Conn) error {
+		if err := c.Subscribe(ProgressPrefix+"*", sidProgress); err != nil {
+			return fmt.Errorf("subscribe %s*: %w", ProgressPrefix, err)
+		}
+		if err := c.Subscribe(ControlSubject, sidControl); err != nil {
+			return fmt.Errorf("subscribe %s: %w", ControlSubject, err)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
-	}
-	if err := c.Subscribe(ProgressPrefix+"*", sidProgress); err != nil {
-		c.Close()
-		return fmt.Errorf("subscribe %s*: %w", ProgressPrefix, err)
-	}
-	if err := c.Subscribe(ControlSubject, sidControl); err != nil {
-		c.Close()
-		return fmt.Errorf("subscribe %s: %w", ControlSubject, err)
 	}
 	r.ctl = c
 

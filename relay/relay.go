@@ -183,13 +183,14 @@ func Start(cfg Config, dial Dialer, m Membership) (*Relay, error) {
 	r.ctrl = newPasser(r, rand.New(rand.NewPCG(seed, 2)))
 
 	var err error
-	r.conn, err = r.handshake(dial, "-relay")
+	r.conn, err = r.handshake(dial, "-relay", func(c *natsproto.Conn) error {
+		if err := c.Subscribe(Subject(cfg.Node), sid); err != nil {
+			return fmt.Errorf("subscribe %s: %w", Subject(cfg.Node), err)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	if err := r.conn.Subscribe(Subject(cfg.Node), sid); err != nil {
-		r.conn.Close()
-		return nil, fmt.Errorf("subscribe %s: %w", Subject(cfg.Node), err)
 	}
 	if err := r.startControlConn(dial); err != nil {
 		r.conn.Close()
@@ -215,12 +216,13 @@ func (r *Relay) serve() {
 // saying in its heartbeats that it does.
 func (r *Relay) Broken() <-chan struct{} { return r.broken }
 
-// handshake opens a connection to the local server. It tries a few
-// times: with client users configured, every NATS config reload (the
-// route manager's, as peers come and go) re-checks authorization and
-// drops a client caught in the middle of its handshake. Established
+// handshake opens a connection to the local server and runs setup on it
+// (its subscriptions). It tries a few times: with client users
+// configured, every NATS config reload (the route manager's, as peers
+// come and go) re-checks authorization and drops a client caught in the
+// middle of its handshake or of its first subscriptions. Established
 // connections are not affected.
-func (r *Relay) handshake(dial Dialer, suffix string) (*natsproto.Conn, error) {
+func (r *Relay) handshake(dial Dialer, suffix string, setup func(*natsproto.Conn) error) (*natsproto.Conn, error) {
 	var err error
 	for attempt := range 5 {
 		if attempt > 0 {
@@ -232,7 +234,11 @@ func (r *Relay) handshake(dial Dialer, suffix string) (*natsproto.Conn, error) {
 		}
 		var c *natsproto.Conn
 		if c, err = natsproto.Handshake(nc, r.connectOptions(suffix, 0), 5*time.Second); err == nil {
-			return c, nil
+			if err = setup(c); err == nil {
+				return c, nil
+			}
+			c.Close()
+			continue
 		}
 		nc.Close()
 	}
