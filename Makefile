@@ -74,3 +74,29 @@ fuzz:
 
 clean:
 	rm -rf $(BIN)
+
+# --- deploy/ansible -----------------------------------------------------------
+# make deploy rolls batond out to your Pis, one at a time (deploy/ansible/
+# README.md): INVENTORY is your inventory (a copy of
+# deploy/ansible/inventory.example.yml), DEPLOY_ARGS more ansible-playbook
+# arguments (--check --diff, --limit pi-02). The builds come from dist/
+# (make dist). Without ANSIBLE_VAULT_PASSWORD_FILE it asks for the vault
+# password.
+INVENTORY   ?= deploy/ansible/inventory.yml
+DEPLOY_ARGS ?=
+.PHONY: deploy deploy-test deploy-report
+deploy:
+	@test -f "$(INVENTORY)" || { echo "deploy: no inventory $(INVENTORY); copy deploy/ansible/inventory.example.yml (see deploy/ansible/README.md)" >&2; exit 1; }
+	cd deploy/ansible && ansible-playbook -i "$(abspath $(INVENTORY))" site.yml $(if $(ANSIBLE_VAULT_PASSWORD_FILE),,--ask-vault-pass) $(DEPLOY_ARGS)
+
+# Only the deploy/ansible tests (linters, unit, rollout over SSH into
+# namespace hosts), verbosely.
+deploy-test: deps
+	$(GO) test -count=1 -v -timeout 30m ./deploy/ansible
+
+# go test hides a passing package's output, so the rollout test writes its
+# timings to a file, printed here after the unit tests.
+test: deploy-report
+deploy-report: unit
+	@f=artifacts/ansible/rollout-time.txt; if [ -f "$$f" ]; then cat "$$f"; rm -f "$$f"; fi
+# --- end deploy/ansible

@@ -96,7 +96,13 @@ func toolEnv(t *testing.T, scratch string) []string {
 // returns its combined output and exit code (-1 if it did not run).
 func runTool(t *testing.T, dir string, env []string, name string, args ...string) (string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+	// Within the test's own deadline, with a minute to spare, so that
+	// a stuck tool fails the test and cleanup still runs.
+	limit := toolTimeout
+	if d, ok := t.Deadline(); ok && time.Until(d)-time.Minute < limit {
+		limit = max(time.Until(d)-time.Minute, 10*time.Second)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
@@ -106,7 +112,7 @@ func runTool(t *testing.T, dir string, env []string, name string, args ...string
 	cmd.Stderr = &out
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		t.Fatalf("%s %s: no result within %v:\n%s", name, strings.Join(args, " "), toolTimeout, out.String())
+		t.Fatalf("%s %s: no result within %v:\n%s", name, strings.Join(args, " "), limit, out.String())
 	}
 	if err != nil {
 		if ee, ok := err.(*exec.ExitError); ok {
