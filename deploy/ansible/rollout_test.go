@@ -227,7 +227,6 @@ func (r *rollout) setUp(arch string) {
 		"ANSIBLE_TIMEOUT=30",
 	)
 
-
 	start := time.Now()
 	dist := filepath.Join(scratch, "dist")
 	bin := filepath.Join(scratch, "build")
