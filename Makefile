@@ -93,6 +93,7 @@ deploy:
 # namespace hosts), verbosely.
 deploy-test: deps
 	$(GO) test -count=1 -v -timeout 30m ./deploy/ansible
+	@rm -f artifacts/ansible/rollout-time.txt
 
 # go test hides a passing package's output, so the rollout test writes its
 # timings to a file, printed here after the unit tests.

@@ -109,6 +109,8 @@ func TestRolloutOverSSH(t *testing.T) {
 	testStart := time.Now()
 
 	r := &rollout{t: t, dir: here(t)}
+	// A timing file left by an earlier run must not pass for this one's.
+	os.Remove(filepath.Join(r.dir, "..", "..", "artifacts", "ansible", "rollout-time.txt"))
 	r.setUp(arch)
 
 	// 1. Check mode.
