@@ -28,7 +28,7 @@ deps:
 
 # Everything CI runs. The namespace tests need root: without it they say
 # SKIP, and with CI=true a skip is a failure.
-test: deps natscli check unit test-arch
+test: deps natscli check unit test-arch deploy-test
 	@if [ "$$(id -u)" -ne 0 ]; then \
 	  echo "*** SKIP: the network-namespace tests (e2e, internal/nstest) need root and did not run. ***"; \
 	  echo "*** Run make test as root to include them; with CI=true they fail instead of skipping. ***"; \
@@ -49,8 +49,9 @@ check:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
+# deploy/ansible runs on its own, after these: see deploy-test below.
 unit:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/deploy/ansible$$')
 
 e2e:
 	$(GO) test -count=1 -v -run TestNamespace ./e2e/
@@ -90,3 +91,26 @@ dist:
 # script says which and why. See scripts/test-arch.sh.
 test-arch:
 	scripts/test-arch.sh
+
+# --- deploy/ansible -----------------------------------------------------------
+# make deploy rolls batond out to your Pis, one at a time (deploy/ansible/
+# README.md): INVENTORY is your inventory (a copy of
+# deploy/ansible/inventory.example.yml), DEPLOY_ARGS more ansible-playbook
+# arguments (--check --diff, --limit pi-02). The builds come from dist/
+# (make dist). Without ANSIBLE_VAULT_PASSWORD_FILE it asks for the vault
+# password.
+INVENTORY   ?= deploy/ansible/inventory.yml
+DEPLOY_ARGS ?=
+.PHONY: deploy deploy-test
+deploy:
+	@test -f "$(INVENTORY)" || { echo "deploy: no inventory $(INVENTORY); copy deploy/ansible/inventory.example.yml (see deploy/ansible/README.md)" >&2; exit 1; }
+	cd deploy/ansible && ansible-playbook -i "$(abspath $(INVENTORY))" site.yml $(if $(ANSIBLE_VAULT_PASSWORD_FILE),,--ask-vault-pass) $(DEPLOY_ARGS)
+
+# The deploy/ansible tests (linters, the unit, a rollout over SSH into
+# namespace hosts), part of make test. Run apart from `unit`, after it: the
+# rollout takes minutes on a loaded 2-core machine (four playbook runs),
+# more than go test's default 10 min when it shares the cores with the
+# other namespace tests. Verbose, so it prints how long each run took.
+deploy-test: deps
+	$(GO) test -count=1 -v -timeout 30m ./deploy/ansible
+# --- end deploy/ansible

@@ -19,13 +19,22 @@ command -v qemu-aarch64-static >/dev/null 2>&1 && command -v qemu-arm-static >/d
 # Debian's headless chromium.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 
+# --- deploy/ansible tests: Ansible and its linters, sshd for the
+# namespace hosts the rollout test logs into, systemd-analyze for the unit.
+command -v ansible-playbook >/dev/null 2>&1 || need+=(ansible-core)
+command -v ansible-lint >/dev/null 2>&1 || need+=(ansible-lint)
+command -v yamllint >/dev/null 2>&1 || need+=(yamllint)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# --- end deploy/ansible
+
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps: missing ${need[*]}; not root, so not installing." >&2
-  echo "install-deps: the tests that need them (namespaces, browser, ARM under qemu) will SKIP." >&2
+  echo "install-deps: the tests that need them (namespaces, browser, ARM under qemu, Ansible) will SKIP." >&2
   exit 0
 fi
 
