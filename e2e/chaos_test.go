@@ -225,12 +225,5 @@ func (w *watcher) check(t *testing.T, nodes []*node) uint64 {
 
 // duplicates sums the nodes' duplicates counters.
 func duplicates(nodes []*node) uint64 {
-	sts, _ := getAll(nodes)
-	var n uint64
-	for _, st := range sts {
-		if st != nil {
-			n += st.Batons.Duplicates
-		}
-	}
-	return n
+	return sumOf(nodes, func(st *status) uint64 { return st.Batons.Duplicates })
 }

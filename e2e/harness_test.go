@@ -374,11 +374,17 @@ func sameSet(a, b []string) bool {
 // reinjectedSum is how many batons the nodes found lost and injected
 // again since they started.
 func reinjectedSum(nodes []*node) uint64 {
+	return sumOf(nodes, func(st *status) uint64 { return st.Batons.Reinjected })
+}
+
+// sumOf adds up one figure of every node's current status; a node that
+// does not answer adds nothing.
+func sumOf(nodes []*node, figure func(*status) uint64) uint64 {
 	sts, _ := getAll(nodes)
 	var n uint64
 	for _, st := range sts {
 		if st != nil {
-			n += st.Batons.Reinjected
+			n += figure(st)
 		}
 	}
 	return n
