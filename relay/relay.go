@@ -226,14 +226,20 @@ func (r *Relay) handshake(dial Dialer, suffix string, setup func(*natsproto.Conn
 	var err error
 	for attempt := range 5 {
 		if attempt > 0 {
+			r.log.Warn("relay connection failed; trying again", "conn", r.cfg.Node+suffix, "attempt", attempt, "err", err)
 			time.Sleep(time.Duration(attempt) * 20 * time.Millisecond)
 		}
 		var nc net.Conn
 		if nc, err = dial(); err != nil {
 			continue
 		}
+		// A healthy handshake with the node's own server takes far less
+		// than a second; one that a reload cut off may instead just stall
+		// until the deadline, so the first tries give up sooner and the
+		// later ones allow for a loaded machine.
+		timeout := time.Duration(attempt+1) * time.Second
 		var c *natsproto.Conn
-		if c, err = natsproto.Handshake(nc, r.connectOptions(suffix, 0), 5*time.Second); err == nil {
+		if c, err = natsproto.Handshake(nc, r.connectOptions(suffix, 0), timeout); err == nil {
 			if err = setup(c); err == nil {
 				return c, nil
 			}

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"log/slog"
 	"sync"
 	"time"
 
@@ -52,7 +53,7 @@ func (d *Daemon) startStatus() error {
 		}
 	})
 
-	nc, err := connectRetry(d.node, d.cfg.NodeName+"-status")
+	nc, err := connectRetry(d.node, d.cfg.NodeName+"-status", d.log)
 	if err != nil {
 		return err
 	}
@@ -78,10 +79,11 @@ func (d *Daemon) stopStatus() {
 // reloads the server's configuration, which re-checks authorization and
 // drops a client caught in its handshake (see relay.handshake). Once
 // connected, nats.go reconnects by itself.
-func connectRetry(srv *cluster.Node, name string) (*nats.Conn, error) {
+func connectRetry(srv *cluster.Node, name string, log *slog.Logger) (*nats.Conn, error) {
 	var err error
 	for attempt := range 5 {
 		if attempt > 0 {
+			log.Warn("status connection failed; trying again", "attempt", attempt, "err", err)
 			time.Sleep(time.Duration(attempt) * 20 * time.Millisecond)
 		}
 		var nc *nats.Conn
