@@ -390,20 +390,6 @@ func sumOf(nodes []*node, figure func(*status) uint64) uint64 {
 	return n
 }
 
-// countInLogs counts the lines of all the nodes' logs that contain s.
-func countInLogs(t *testing.T, nodes []*node, s string) int {
-	t.Helper()
-	n := 0
-	for _, nd := range nodes {
-		b, err := os.ReadFile(nd.log)
-		if err != nil {
-			t.Fatalf("log of %s: %v", nd.name, err)
-		}
-		n += bytes.Count(b, []byte(s))
-	}
-	return n
-}
-
 // membersAre reports whether every node's /status lists exactly want.
 func membersAre(nodes []*node, want []string) bool {
 	sts, _ := getAll(nodes)
