@@ -51,7 +51,9 @@ check:
 
 # deploy/ansible runs on its own, after these: see deploy-test below.
 unit:
+	@rm -f artifacts/chaos-summary.txt
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/deploy/ansible$$')
+	@cat artifacts/chaos-summary.txt 2>/dev/null || true
 
 e2e:
 	$(GO) test -count=1 -v -run TestNamespace ./e2e/

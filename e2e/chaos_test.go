@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -54,9 +55,19 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(&b, "%-44s %-5s %-4d %-24s %s\n", r.scenario, r.lost, r.dups, r.monotonic, r.recovery)
 		}
 		fmt.Print(b.String())
+		// go test shows a passing package's output only with -v, so the
+		// summary also goes to a file that `make test` prints.
+		if err := os.MkdirAll(filepath.Dir(chaosSummaryFile), 0o755); err == nil {
+			os.WriteFile(chaosSummaryFile, []byte(b.String()), 0o644)
+		}
 	}
 	os.Exit(code)
 }
+
+// chaosSummaryFile is where the summary is written, relative to this
+// package's directory (go test runs there): artifacts/chaos-summary.txt
+// at the top of the repository.
+const chaosSummaryFile = "../artifacts/chaos-summary.txt"
 
 // watcher follows the cluster's loss-recovery traffic from outside, as a
 // NATS client of the nodes (any of them, reconnecting as nodes die), and
