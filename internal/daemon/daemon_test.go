@@ -80,32 +80,46 @@ func startDaemons(t *testing.T, n int, tweak func(*Config)) []*Daemon {
 		if tweak != nil {
 			tweak(&cfg)
 		}
-		log := slog.New(slog.NewTextHandler(tWriter{t}, nil)).With("node", cfg.NodeName)
-		d, err := Start(cfg, log)
-		if err != nil {
-			t.Fatalf("start %s: %v", cfg.NodeName, err)
-		}
-		t.Cleanup(d.Close)
-		ds = append(ds, d)
+		ds = append(ds, startDaemon(t, cfg, slog.LevelInfo))
 	}
 	return ds
 }
 
+// startDaemon starts one daemon logging to the test at level, and closes
+// it (as a crash would) at the end of the test.
+func startDaemon(t *testing.T, cfg Config, level slog.Level) *Daemon {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: level})).With("node", cfg.NodeName)
+	d, err := Start(cfg, log)
+	if err != nil {
+		t.Fatalf("start %s: %v", cfg.NodeName, err)
+	}
+	t.Cleanup(d.Close)
+	return d
+}
+
 func getStatus(t *testing.T, d *Daemon) Status {
 	t.Helper()
-	resp, err := http.Get("http://" + d.HTTPAddr() + "/status")
+	return getJSON[Status](t, "http://"+d.HTTPAddr()+"/status")
+}
+
+// getJSON fetches url and decodes its JSON body, failing the test on any
+// error or a reply that is not JSON.
+func getJSON[T any](t *testing.T, url string) T {
+	t.Helper()
+	var v T
+	resp, err := http.Get(url)
 	if err != nil {
-		t.Fatalf("GET /status: %v", err)
+		t.Fatalf("GET %s: %v", url, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" {
-		t.Fatalf("GET /status: %s, %s", resp.Status, resp.Header.Get("Content-Type"))
+		t.Fatalf("GET %s: %s, %s", url, resp.Status, resp.Header.Get("Content-Type"))
 	}
-	var st Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatalf("decode /status: %v", err)
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatalf("decode %s: %v", url, err)
 	}
-	return st
+	return v
 }
 
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
@@ -436,12 +450,7 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 	start := func(name string) *Daemon {
 		cfg := testConfig(t, name, port)
 		cfg.Batons = batons
-		d, err := Start(cfg, slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name))
-		if err != nil {
-			t.Fatalf("start %s: %v", name, err)
-		}
-		t.Cleanup(d.Close)
-		return d
+		return startDaemon(t, cfg, slog.LevelDebug)
 	}
 	ds := []*Daemon{start("n1"), start("n2"), start("n3")}
 	waitFor(t, 5*time.Second, "all batons moving", func() bool { return allMoving(ds, batons) })
@@ -593,12 +602,7 @@ func TestRestartedLeaderContinuesCounters(t *testing.T) {
 	start := func(name string) *Daemon {
 		cfg := testConfig(t, name, port)
 		cfg.Batons = batons
-		d, err := Start(cfg, slog.New(slog.NewTextHandler(tWriter{t}, nil)).With("node", name))
-		if err != nil {
-			t.Fatalf("start %s: %v", name, err)
-		}
-		t.Cleanup(d.Close)
-		return d
+		return startDaemon(t, cfg, slog.LevelInfo)
 	}
 	ds := []*Daemon{start("n1"), start("n2"), start("n3")}
 	waitFor(t, 5*time.Second, "all batons moving", func() bool { return allMoving(ds, batons) })

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -40,19 +39,7 @@ func startClusterOnlys(t *testing.T, n int) []*ClusterOnly {
 
 func getClusterStatus(t *testing.T, c *ClusterOnly) ClusterStatus {
 	t.Helper()
-	resp, err := http.Get("http://" + c.HTTPAddr() + "/status")
-	if err != nil {
-		t.Fatalf("GET /status: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" {
-		t.Fatalf("GET /status: %s, %s", resp.Status, resp.Header.Get("Content-Type"))
-	}
-	var st ClusterStatus
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatalf("decode /status: %v", err)
-	}
-	return st
+	return getJSON[ClusterStatus](t, "http://"+c.HTTPAddr()+"/status")
 }
 
 // startRoutedServers starts n plain NATS servers with the cluster's
